@@ -1,0 +1,1 @@
+"""Naive baselines that every model must beat."""

@@ -1,0 +1,1 @@
+"""Manifests: labelled studies, importing a hospital's own data, summaries."""

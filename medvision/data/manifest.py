@@ -1,0 +1,232 @@
+"""The manifest: one row per labelled study — the format phantoms and hospitals share.
+
+See ``docs/manifest.md`` for the column definitions.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medvision.modality import EXTRA_COLUMNS, FINDINGS, Modality, all_findings
+
+#: Columns every manifest has, in order; finding columns and extra columns follow.
+BASE_COLUMNS: tuple[str, ...] = (
+    "study_instance_uid",
+    "modality",
+    "path",
+    "site",
+    "manufacturer",
+    "manufacturer_model",
+    "sex",
+    "age",
+    "ethnicity",
+    "split",
+    "patient_id",
+    "annotations",
+    "masks",
+)
+#: Columns a manifest must have (the rest may be empty or absent).
+REQUIRED_COLUMNS: tuple[str, ...] = ("study_instance_uid", "modality", "path")
+SPLITS: tuple[str, ...] = ("train", "tune", "calibration", "test")
+
+
+class ManifestError(ValueError):
+    """A manifest (or labels file) that cannot be used; the message says which row and why."""
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """One labelled study.
+
+    Attributes
+    ----------
+    path, annotations, masks
+        Relative to the manifest's folder unless absolute; ``annotations`` and
+        ``masks`` are ``None`` when there is no such ground truth.
+    labels
+        Per finding of the modality, 1 (present) or 0 (absent); a finding left
+        empty in the CSV is absent from this mapping (not assessed).
+    extra
+        Further ground-truth columns (``dr_grade``, ``breast_density`` …).
+    """
+
+    study_instance_uid: str
+    modality: Modality
+    path: Path
+    site: str = ""
+    manufacturer: str = ""
+    manufacturer_model: str = ""
+    sex: str = ""
+    age: int | None = None
+    ethnicity: str = ""
+    split: str = ""
+    patient_id: str = ""
+    labels: dict[str, int] = field(default_factory=dict)
+    annotations: Path | None = None
+    masks: Path | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def as_csv_row(self) -> dict[str, str]:
+        """Return the row as CSV cells (finding columns included)."""
+        cells = {
+            "study_instance_uid": self.study_instance_uid,
+            "modality": self.modality.value,
+            "path": self.path.as_posix(),
+            "site": self.site,
+            "manufacturer": self.manufacturer,
+            "manufacturer_model": self.manufacturer_model,
+            "sex": self.sex,
+            "age": "" if self.age is None else str(self.age),
+            "ethnicity": self.ethnicity,
+            "split": self.split,
+            "patient_id": self.patient_id,
+            "annotations": "" if self.annotations is None else self.annotations.as_posix(),
+            "masks": "" if self.masks is None else self.masks.as_posix(),
+        }
+        cells.update({name: str(value) for name, value in self.labels.items()})
+        cells.update(self.extra)
+        return cells
+
+
+def manifest_columns(rows: Sequence[ManifestRow]) -> list[str]:
+    """Return the column order for ``rows``: base, then findings, then extra columns."""
+    modalities = {row.modality for row in rows}
+    columns = list(BASE_COLUMNS)
+    for name in all_findings():
+        if any(name in FINDINGS[m] for m in modalities):
+            columns.append(name)
+    for modality in Modality:
+        if modality in modalities:
+            columns.extend(c for c in EXTRA_COLUMNS[modality] if c not in columns)
+    for row in rows:
+        columns.extend(c for c in row.extra if c not in columns)
+    return columns
+
+
+def write_manifest(rows: Sequence[ManifestRow], path: Path) -> None:
+    """Write ``rows`` to ``path`` as CSV (cells of findings that do not apply stay empty)."""
+    columns = manifest_columns(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, restval="")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row.as_csv_row())
+
+
+def _optional_path(text: str) -> Path | None:
+    return Path(text) if text.strip() else None
+
+
+def parse_label(text: str, column: str, line: int) -> int | None:
+    """Parse a 0/1 finding cell; empty means not assessed.
+
+    Raises
+    ------
+    ManifestError
+        If the cell is neither empty, 0 nor 1.
+    """
+    value = text.strip()
+    if value == "":
+        return None
+    if value in {"0", "1", "0.0", "1.0"}:
+        return int(float(value))
+    raise ManifestError(f"line {line}: column '{column}' must be 0 or 1 (or empty), got '{text}'")
+
+
+def read_manifest(path: Path) -> list[ManifestRow]:
+    """Read and validate a manifest.
+
+    Parameters
+    ----------
+    path
+        The CSV file.
+
+    Returns
+    -------
+    list of ManifestRow
+        One per data line, in file order.
+
+    Raises
+    ------
+    ManifestError
+        For a missing required column, an unknown modality, a label outside 0/1,
+        a bad age, an unknown split or a duplicate study (the message names the line).
+    """
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        columns = reader.fieldnames or []
+        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+        if missing:
+            raise ManifestError(f"{path}: missing required column(s) {', '.join(missing)}")
+        known = set(BASE_COLUMNS) | set(all_findings())
+        extra_known = {c for names in EXTRA_COLUMNS.values() for c in names}
+        rows: list[ManifestRow] = []
+        seen: dict[str, int] = {}
+        for line, cells in enumerate(reader, start=2):
+            uid = (cells.get("study_instance_uid") or "").strip()
+            if not uid:
+                raise ManifestError(f"{path}: line {line}: empty study_instance_uid")
+            if uid in seen:
+                raise ManifestError(
+                    f"{path}: line {line}: study {uid} already on line {seen[uid]}"
+                )
+            seen[uid] = line
+            try:
+                modality = Modality.parse(cells.get("modality") or "")
+            except ValueError as error:
+                raise ManifestError(f"{path}: line {line}: {error}") from None
+            labels: dict[str, int] = {}
+            for name in FINDINGS[modality]:
+                if name in columns:
+                    value = parse_label(cells.get(name) or "", name, line)
+                    if value is not None:
+                        labels[name] = value
+            age_text = (cells.get("age") or "").strip()
+            if age_text and not (age_text.isdigit() and int(age_text) <= 150):
+                raise ManifestError(
+                    f"{path}: line {line}: age must be whole years, got '{age_text}'"
+                )
+            split = (cells.get("split") or "").strip()
+            if split and split not in SPLITS:
+                raise ManifestError(
+                    f"{path}: line {line}: unknown split '{split}' (expected {', '.join(SPLITS)})"
+                )
+            extra = {
+                c: cells.get(c) or ""
+                for c in columns
+                if c not in known and (c in extra_known or c not in all_findings())
+            }
+            rows.append(
+                ManifestRow(
+                    study_instance_uid=uid,
+                    modality=modality,
+                    path=Path((cells.get("path") or "").strip()),
+                    site=cells.get("site") or "",
+                    manufacturer=cells.get("manufacturer") or "",
+                    manufacturer_model=cells.get("manufacturer_model") or "",
+                    sex=cells.get("sex") or "",
+                    age=int(age_text) if age_text else None,
+                    ethnicity=cells.get("ethnicity") or "",
+                    split=split,
+                    patient_id=cells.get("patient_id") or "",
+                    labels=labels,
+                    annotations=_optional_path(cells.get("annotations") or ""),
+                    masks=_optional_path(cells.get("masks") or ""),
+                    extra={k: v for k, v in extra.items() if v != ""},
+                )
+            )
+    return rows
+
+
+def resolve(manifest_path: Path, relative: Path) -> Path:
+    """Return ``relative`` resolved against the manifest's folder (absolute paths unchanged)."""
+    return relative if relative.is_absolute() else manifest_path.parent / relative
+
+
+def rows_by_modality(rows: Iterable[ManifestRow], modality: Modality) -> list[ManifestRow]:
+    """Return the rows of one modality."""
+    return [row for row in rows if row.modality == modality]

@@ -1,0 +1,1 @@
+"""Phantom generator: multi-site DICOM studies with ground truth for all four modalities."""

@@ -1,0 +1,24 @@
+"""Shared fixtures: one small phantom set per test session (per xdist worker)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from medvision.data.manifest import ManifestRow
+from medvision.modality import Modality
+from medvision.synth.generator import SynthConfig, generate
+
+#: Studies per modality in the shared set: enough for every device of every modality.
+SHARED_STUDIES = 9
+SHARED_SEED = 2
+
+
+@pytest.fixture(scope="session")
+def phantom_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[ManifestRow]]:
+    """A phantom set of every modality, written once; returns (folder, manifest rows)."""
+    out = tmp_path_factory.mktemp("phantoms")
+    config = SynthConfig(tuple(Modality), SHARED_STUDIES, SHARED_SEED, out, workers=1)
+    rows = generate(config, progress=False)
+    return out, rows

@@ -1,0 +1,76 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from medvision.cli import main
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "medvision.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--modality", "xray"], "unknown modality 'xray'"),
+        (["--modality", "fundis"], "Did you mean 'fundus'?"),
+        (["--studies", "-3"], "must be 0 or more, got -3"),
+        (["--seed", "many"], "expected a whole number, got 'many'"),
+        (["--difficulty", "0"], "must be positive"),
+        (["--prevalence", "nodule=2"], "prevalence of 'nodule' must be between 0 and 1"),
+        (["--prevalence", "tumour=0.1"], "unknown finding(s) tumour"),
+        (["--sites", "Nowhere General"], "unknown site 'Nowhere General'"),
+        (["--device-conspicuity", "Nope 9=0.5"], "unknown device model 'Nope 9'"),
+    ],
+)
+def test_bad_synth_arguments_give_one_line_and_exit_2(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = _run("synth", "--out", str(tmp_path / "out"), "--studies", "1", *args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert message in lines[0]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_unwritable_output_gives_one_line_and_exit_1(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = _run("synth", "--modality", "cxr", "--studies", "1", "--out", str(blocker / "out"))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("medvision synth: error: Not a directory")
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_subcommand_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2
+    assert "required: command" in capsys.readouterr().err
+
+
+def test_synth_writes_manifest_and_prints_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = main(
+        ["synth", "--modality", "cxr", "--studies", "3", "--seed", "5", "--out", str(tmp_path),
+         "--prevalence", "1", "--no-progress", "--workers", "1"]
+    )
+    assert status == 0
+    out = capsys.readouterr().out
+    assert f"wrote 3 studies and {tmp_path / 'manifest.csv'}" in out
+    assert "cxr: 3 studies" in out
+    assert "nodule                 3 / 3     positive (100.0 %)" in out
+    assert (tmp_path / "manifest.csv").exists()
