@@ -29,16 +29,19 @@ def main() -> None:
     print(f"{'modality':<8} {'device':<18} {'conspicuity':>11} {'lesion CNR':>10} {'sd':>6}")
     with tempfile.TemporaryDirectory() as folder:
         for modality in Modality:
-            config = SynthConfig((modality,), args.studies, args.seed, Path(folder),
-                                 prevalence={"*": 1.0})
+            config = SynthConfig(
+                (modality,), args.studies, args.seed, Path(folder), prevalence={"*": 1.0}
+            )
             generator = modality_generator(modality)
             for device in devices_for(modality):
                 ratios = []
                 for index in range(args.studies):
                     spec = dataclasses.replace(make_spec(config, modality, index), device=device)
                     ratios.append(contrast_to_noise(generator.generate_study(spec), modality))
-                print(f"{modality.value:<8} {device.model:<18} {device.conspicuity:>11.2f} "
-                      f"{np.mean(ratios):>10.2f} {np.std(ratios):>6.2f}")
+                print(
+                    f"{modality.value:<8} {device.model:<18} {device.conspicuity:>11.2f} "
+                    f"{np.mean(ratios):>10.2f} {np.std(ratios):>6.2f}"
+                )
 
 
 if __name__ == "__main__":

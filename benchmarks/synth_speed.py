@@ -33,8 +33,10 @@ def main() -> None:
             seconds = time.perf_counter() - start
             files = [p for p in iter_files(out / modality.value)]
             megabytes = sum(p.stat().st_size for p in files) / 1e6
-            print(f"{modality.value:<8} {seconds:>8.1f} {args.studies / seconds:>10.2f} "
-                  f"{len(files):>7} {megabytes:>7.1f}")
+            print(
+                f"{modality.value:<8} {seconds:>8.1f} {args.studies / seconds:>10.2f} "
+                f"{len(files):>7} {megabytes:>7.1f}"
+            )
 
 
 if __name__ == "__main__":

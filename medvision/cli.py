@@ -131,16 +131,18 @@ def _manifest(args: argparse.Namespace) -> int:
     for _path, reason in report.rejected_files:
         print(f"skipped file: {reason}", file=sys.stderr)
     for uid, dicom_modality in report.unserved_studies:
-        print(f"skipped study {uid}: no medvision model serves DICOM modality "
-              f"'{dicom_modality}'", file=sys.stderr)
+        print(
+            f"skipped study {uid}: no medvision model serves DICOM modality '{dicom_modality}'",
+            file=sys.stderr,
+        )
     for uid in report.unlabelled_studies:
-        print(f"study {uid} has no row in {args.labels}: written with empty labels",
-              file=sys.stderr)
+        print(
+            f"study {uid} has no row in {args.labels}: written with empty labels", file=sys.stderr
+        )
     for uid in report.labels_without_images:
         print(f"labels row {uid} has no images in {args.dicom}: not written", file=sys.stderr)
     if not report.rows:
-        print(f"medvision manifest: error: no usable study found in {args.dicom}",
-              file=sys.stderr)
+        print(f"medvision manifest: error: no usable study found in {args.dicom}", file=sys.stderr)
         return EXIT_FAILURE
     write_manifest(report.rows, args.out)
     print(f"wrote {len(report.rows)} studies to {args.out}")
@@ -167,43 +169,74 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     synth = commands.add_parser(
-        "synth", help="generate multi-site DICOM phantom studies with ground truth",
+        "synth",
+        help="generate multi-site DICOM phantom studies with ground truth",
         description="Generate phantom DICOM studies, ground truth and DIR/manifest.csv.",
     )
-    synth.add_argument("--modality", default="all",
-                       help="cxr, fundus, mammo, ct or all (default: all)")
-    synth.add_argument("--studies", type=_non_negative_int, default=20,
-                       help="studies per modality (default: 20)")
+    synth.add_argument(
+        "--modality", default="all", help="cxr, fundus, mammo, ct or all (default: all)"
+    )
+    synth.add_argument(
+        "--studies", type=_non_negative_int, default=20, help="studies per modality (default: 20)"
+    )
     synth.add_argument("--seed", type=_non_negative_int, default=0, help="random seed")
     synth.add_argument("--out", type=Path, required=True, help="output folder")
-    synth.add_argument("--sites", nargs="+", metavar="INSTITUTION",
-                       help="draw studies only from these sites (InstitutionName)")
-    synth.add_argument("--prevalence", nargs="+", metavar="FINDING=P",
-                       help="prevalence per finding before the site multiplier, "
-                            "or one number for every finding")
-    synth.add_argument("--difficulty", type=_positive_float, default=1.0,
-                       help="divide lesion contrast by this (default 1; 2 is subtler)")
-    synth.add_argument("--device-conspicuity", nargs="+", metavar="MODEL=FACTOR",
-                       help="multiply lesion contrast on a device (below 1 is harder)")
-    synth.add_argument("--split", choices=["train", "tune", "calibration", "test"],
-                       help="put every study in this split (e.g. test for a held-out set)")
-    synth.add_argument("--workers", type=_non_negative_int, default=0,
-                       help="worker processes (default: one per CPU core)")
+    synth.add_argument(
+        "--sites",
+        nargs="+",
+        metavar="INSTITUTION",
+        help="draw studies only from these sites (InstitutionName)",
+    )
+    synth.add_argument(
+        "--prevalence",
+        nargs="+",
+        metavar="FINDING=P",
+        help="prevalence per finding before the site multiplier, or one number for every finding",
+    )
+    synth.add_argument(
+        "--difficulty",
+        type=_positive_float,
+        default=1.0,
+        help="divide lesion contrast by this (default 1; 2 is subtler)",
+    )
+    synth.add_argument(
+        "--device-conspicuity",
+        nargs="+",
+        metavar="MODEL=FACTOR",
+        help="multiply lesion contrast on a device (below 1 is harder)",
+    )
+    synth.add_argument(
+        "--split",
+        choices=["train", "tune", "calibration", "test"],
+        help="put every study in this split (e.g. test for a held-out set)",
+    )
+    synth.add_argument(
+        "--workers",
+        type=_non_negative_int,
+        default=0,
+        help="worker processes (default: one per CPU core)",
+    )
     synth.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     synth.set_defaults(handler=_synth)
 
     manifest = commands.add_parser(
-        "manifest", help="build a manifest from a folder of DICOM and a labels CSV",
+        "manifest",
+        help="build a manifest from a folder of DICOM and a labels CSV",
         description="Build a manifest.csv from your own DICOM studies and labels.",
     )
     manifest.add_argument("--dicom", type=Path, required=True, help="folder of DICOM files")
-    manifest.add_argument("--labels", type=Path, required=True,
-                          help="CSV with study_instance_uid and 0/1 finding columns")
+    manifest.add_argument(
+        "--labels",
+        type=Path,
+        required=True,
+        help="CSV with study_instance_uid and 0/1 finding columns",
+    )
     manifest.add_argument("--out", type=Path, required=True, help="manifest CSV to write")
     manifest.set_defaults(handler=_manifest)
 
     baseline = commands.add_parser(
-        "baseline", help="naive baseline: logistic regression on 32x32 pixels",
+        "baseline",
+        help="naive baseline: logistic regression on 32x32 pixels",
         description="Train and test the naive baseline on a manifest's train/test splits.",
     )
     baseline.add_argument("--manifest", type=Path, required=True)

@@ -65,8 +65,22 @@ def test_synth_writes_manifest_and_prints_summary(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     status = main(
-        ["synth", "--modality", "cxr", "--studies", "3", "--seed", "5", "--out", str(tmp_path),
-         "--prevalence", "1", "--no-progress", "--workers", "1"]
+        [
+            "synth",
+            "--modality",
+            "cxr",
+            "--studies",
+            "3",
+            "--seed",
+            "5",
+            "--out",
+            str(tmp_path),
+            "--prevalence",
+            "1",
+            "--no-progress",
+            "--workers",
+            "1",
+        ]
     )
     assert status == 0
     out = capsys.readouterr().out

@@ -171,9 +171,7 @@ def read_manifest(path: Path) -> list[ManifestRow]:
             if not uid:
                 raise ManifestError(f"{path}: line {line}: empty study_instance_uid")
             if uid in seen:
-                raise ManifestError(
-                    f"{path}: line {line}: study {uid} already on line {seen[uid]}"
-                )
+                raise ManifestError(f"{path}: line {line}: study {uid} already on line {seen[uid]}")
             seen[uid] = line
             try:
                 modality = Modality.parse(cells.get("modality") or "")

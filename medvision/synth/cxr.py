@@ -105,7 +105,9 @@ def _lung_masks(th: _Thorax, coords: list[FloatArray]) -> tuple[FloatArray, Floa
     return masks[0], masks[1]
 
 
-def _rib_lines(th: _Thorax, rng: np.random.Generator) -> tuple[
+def _rib_lines(
+    th: _Thorax, rng: np.random.Generator
+) -> tuple[
     list[tuple[list[tuple[float, float]], float]], list[tuple[list[tuple[float, float]], float]]
 ]:
     """Centre lines of posterior and anterior ribs (points as row, column)."""
@@ -139,8 +141,10 @@ def _vessel_lines(
     """Branching pulmonary vessel markings radiating from both hila."""
     lines: list[tuple[list[tuple[float, float]], float]] = []
     for side in (-1.0, 1.0):
-        hilum = (th.apex_row + 0.55 * (th.base_row_right - th.apex_row),
-                 th.centre_col + side * 55.0)
+        hilum = (
+            th.apex_row + 0.55 * (th.base_row_right - th.apex_row),
+            th.centre_col + side * 55.0,
+        )
         stack = [(hilum, side * math.pi / 2 + a, 5.0, 0) for a in (-1.0, -0.3, 0.4, 1.1)]
         while stack:
             (r, c), angle, width, depth = stack.pop()
@@ -154,8 +158,9 @@ def _vessel_lines(
             lines.append((points, width))
             if depth < 5 and width > 1.2:
                 for turn in (-0.45, 0.4):
-                    stack.append(((r, c), angle + turn + rng.normal(0.0, 0.1), width * 0.72,
-                                  depth + 1))
+                    stack.append(
+                        ((r, c), angle + turn + rng.normal(0.0, 0.1), width * 0.72, depth + 1)
+                    )
     return lines
 
 
@@ -167,8 +172,13 @@ def _draw_nodule(
     diameter_mm = float(rng.uniform(8.0, 25.0))
     radius = diameter_mm / pixel_mm / 2
     r, c = candidates[int(rng.integers(len(candidates)))]
-    shape = soft_ellipse(SHAPE, (float(r), float(c)), (radius, radius * rng.uniform(0.85, 1.15)),
-                         edge=1.2, coords=coords)
+    shape = soft_ellipse(
+        SHAPE,
+        (float(r), float(c)),
+        (radius, radius * rng.uniform(0.85, 1.15)),
+        edge=1.2,
+        coords=coords,
+    )
     mask = (shape > 0.5).astype(np.float32)
     annotation = {"centre_rc": [int(r), int(c)], "diameter_mm": round(diameter_mm, 1)}
     return shape, mask, annotation
@@ -222,36 +232,43 @@ def _render(spec: StudySpec) -> tuple[FloatArray, dict[str, FloatArray], dict[st
         for name in DEFAULT_PREVALENCE
     }
     # Torso, neck and shoulders.
-    torso = soft_ellipse(SHAPE, (330.0, th.centre_col), (330.0, th.half_width + 55.0), edge=6.0,
-                         coords=coords)
-    shoulders = soft_ellipse(SHAPE, (95.0, th.centre_col), (70.0, th.half_width + 75.0), edge=8.0,
-                             coords=coords)
+    torso = soft_ellipse(
+        SHAPE, (330.0, th.centre_col), (330.0, th.half_width + 55.0), edge=6.0, coords=coords
+    )
+    shoulders = soft_ellipse(
+        SHAPE, (95.0, th.centre_col), (70.0, th.half_width + 75.0), edge=8.0, coords=coords
+    )
     neck = soft_ellipse(SHAPE, (10.0, th.centre_col), (90.0, 48.0), edge=6.0, coords=coords)
     body = np.maximum(np.maximum(torso, shoulders), neck)
     image = body * th.soft_tissue
     image += body * 0.05 * smooth_noise(anatomy, SHAPE, 25.0)
     if th.female:
         for side in (-1.0, 1.0):
-            breast = soft_ellipse(SHAPE, (420.0, th.centre_col + side * 110.0), (70.0, 85.0),
-                                  edge=14.0, coords=coords)
+            breast = soft_ellipse(
+                SHAPE, (420.0, th.centre_col + side * 110.0), (70.0, 85.0), edge=14.0, coords=coords
+            )
             image += 0.08 * breast * (rows > 350)
 
     lung_r, lung_l = _lung_masks(th, coords)
     heart_ratio = (
-        findings_rng.uniform(0.53, 0.64) if labels["cardiomegaly"]
+        findings_rng.uniform(0.53, 0.64)
+        if labels["cardiomegaly"]
         else findings_rng.uniform(0.36, 0.46)
     )
     thoracic_width = 2 * th.half_width
     magnification = 1.08 if view == "AP" else 1.0
     heart_half = heart_ratio * thoracic_width / 2 * magnification
     heart_centre = (th.base_row_right - 55.0, th.centre_col + 0.18 * heart_half)
-    heart = soft_ellipse(SHAPE, heart_centre, (78.0 * magnification, heart_half), edge=5.0,
-                         coords=coords)
+    heart = soft_ellipse(
+        SHAPE, heart_centre, (78.0 * magnification, heart_half), edge=5.0, coords=coords
+    )
     heart *= rows < th.base_row_left + 10.0
-    mediastinum = soft_ellipse(SHAPE, (170.0, th.centre_col), (150.0, 34.0), edge=4.0,
-                               coords=coords)
-    aortic_knob = soft_ellipse(SHAPE, (150.0, th.centre_col + 32.0), (18.0, 16.0), edge=3.0,
-                               coords=coords)
+    mediastinum = soft_ellipse(
+        SHAPE, (170.0, th.centre_col), (150.0, 34.0), edge=4.0, coords=coords
+    )
+    aortic_knob = soft_ellipse(
+        SHAPE, (150.0, th.centre_col + 32.0), (18.0, 16.0), edge=3.0, coords=coords
+    )
     central = np.maximum(np.maximum(heart, mediastinum), aortic_knob)
     lungs = np.clip(lung_r + lung_l - central, 0.0, 1.0)
 
@@ -262,8 +279,7 @@ def _render(spec: StudySpec) -> tuple[FloatArray, dict[str, FloatArray], dict[st
     image += lungs * (0.09 * vessels + lung_texture)
     image += 0.12 * central
 
-    spine_mask = soft_ellipse(SHAPE, (300.0, th.centre_col), (400.0, 17.0), edge=4.0,
-                              coords=coords)
+    spine_mask = soft_ellipse(SHAPE, (300.0, th.centre_col), (400.0, 17.0), edge=4.0, coords=coords)
     endplates = 0.5 + 0.5 * np.cos(2 * math.pi * (rows - th.apex_row) / (th.rib_spacing * 1.05))
     image += spine_mask * (0.05 + 0.025 * endplates)
 
@@ -275,8 +291,10 @@ def _render(spec: StudySpec) -> tuple[FloatArray, dict[str, FloatArray], dict[st
     clavicles = []
     for side in (-1.0, 1.0):
         points = [
-            (th.apex_row + 15.0 - 25.0 * t - 8.0 * math.sin(math.pi * t),
-             th.centre_col + side * (28.0 + 150.0 * t))
+            (
+                th.apex_row + 15.0 - 25.0 * t - 8.0 * math.sin(math.pi * t),
+                th.centre_col + side * (28.0 + 150.0 * t),
+            )
             for t in np.linspace(0.0, 1.0, 16)
         ]
         clavicles.append((points, 16.0))
@@ -287,23 +305,27 @@ def _render(spec: StudySpec) -> tuple[FloatArray, dict[str, FloatArray], dict[st
     contrast = spec.lesion_contrast
     lesions: list[dict[str, object]] = []
     if labels["nodule"]:
-        opacity, mask, info = _draw_nodule(findings_rng, lungs, coords,
-                                           spec.device.pixel_spacing_mm)
+        opacity, mask, info = _draw_nodule(
+            findings_rng, lungs, coords, spec.device.pixel_spacing_mm
+        )
         image += 0.09 * contrast * opacity * lungs
         masks["nodule"] = mask
         lesions.append({"finding": "nodule", **info})
     lung_sides = [(-1.0, lung_r), (1.0, lung_l)]
     if labels["pleural_effusion"]:
-        chosen = lung_sides if findings_rng.random() < 0.3 else [
-            lung_sides[int(findings_rng.integers(2))]
-        ]
+        chosen = (
+            lung_sides
+            if findings_rng.random() < 0.3
+            else [lung_sides[int(findings_rng.integers(2))]]
+        )
         fluid = np.zeros(SHAPE, dtype=np.float32)
         for side, lung in chosen:
             fluid = np.maximum(fluid, _effusion(th, findings_rng, lung, side, coords))
         image += 0.30 * min(1.0, 0.5 + 0.5 * contrast) * fluid * lungs
         masks["pleural_effusion"] = (fluid > 0.5).astype(np.float32)
-        lesions.append({"finding": "pleural_effusion",
-                        "sides": ["R" if s < 0 else "L" for s, _ in chosen]})
+        lesions.append(
+            {"finding": "pleural_effusion", "sides": ["R" if s < 0 else "L" for s, _ in chosen]}
+        )
     if labels["pneumothorax"]:
         side, lung = lung_sides[int(findings_rng.integers(2))]
         air, line = _pneumothorax(th, findings_rng, lung, side, coords)
@@ -337,7 +359,8 @@ def _dataset(spec: StudySpec, pixels: NDArray[np.uint16], view: str) -> Dataset:
     series_uid = spec.uid("series", 1)
     ds = new_instance(
         spec,
-        sop_class_uid=ComputedRadiographyImageStorage if computed
+        sop_class_uid=ComputedRadiographyImageStorage
+        if computed
         else DigitalXRayImageStorageForPresentation,
         series_instance_uid=series_uid,
         series_number=1,
@@ -409,7 +432,8 @@ def generate_study(spec: StudySpec) -> GeneratedStudy:
     sop = str(ds.SOPInstanceUID)
     labels = {name: int(name in masks) for name in DEFAULT_PREVALENCE}
     mask_arrays = {
-        f"{sop}/{name}": (masks[name] > 0.5).astype(np.uint8) if name in masks
+        f"{sop}/{name}": (masks[name] > 0.5).astype(np.uint8)
+        if name in masks
         else np.zeros(SHAPE, dtype=np.uint8)
         for name in DEFAULT_PREVALENCE
     }

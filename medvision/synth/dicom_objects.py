@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 import zlib
 
 import numpy as np
@@ -10,7 +11,7 @@ from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.pixels.utils import set_pixel_data
 from pydicom.sr.coding import Code
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian
 
 from medvision import __version__
 from medvision.synth.study import StudySpec
@@ -19,8 +20,13 @@ PHANTOM_NOTICE = "medvision phantom - synthetic data, not a patient"
 
 
 def derived_uid(*parts: object) -> str:
-    """Return a ``2.25`` UID derived deterministically from ``parts`` (PS3.5 B.2)."""
-    return str(generate_uid(prefix=None, entropy_srcs=[str(p) for p in parts]))
+    """Return a ``2.25`` UID derived deterministically from ``parts``.
+
+    The UID is the decimal form of a name-based UUID (PS3.5 B.2, ISO/IEC 9834-8);
+    the same parts always give the same UID.
+    """
+    name = "/".join(str(p) for p in parts)
+    return f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, name).int}"
 
 
 def study_uid(seed: int, modality: str, index: int) -> str:
@@ -122,7 +128,7 @@ def set_pixels(
     """
     if pixels.size and int(pixels.max()) >= 2**bits_stored:
         raise ValueError(f"pixel value {int(pixels.max())} does not fit in {bits_stored} bits")
-    set_pixel_data(ds, pixels, photometric, bits_stored)
+    set_pixel_data(ds, pixels, photometric, bits_stored, generate_instance_uid=False)
 
 
 def code_item(code: Code) -> Dataset:

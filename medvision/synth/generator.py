@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless
 from tqdm import tqdm
 
 from medvision.data.manifest import ManifestRow, write_manifest
@@ -127,8 +127,9 @@ def _split_of(seed: int, patient_id: str) -> str:
     return SPLIT_FRACTIONS[-1][0]
 
 
-def _device_for(config: SynthConfig, site: Site, modality: Modality,
-                rng: np.random.Generator) -> Device:
+def _device_for(
+    config: SynthConfig, site: Site, modality: Modality, rng: np.random.Generator
+) -> Device:
     devices = {d.model: d for d in devices_for(modality)}
     weights = {m: w for m, w in site.device_weights.items() if m in devices}
     if not weights:
@@ -196,6 +197,13 @@ def _write_study(config: SynthConfig, modality: Modality, index: int) -> Manifes
     for ds in study.instances:
         series_dir = study_dir / f"{int(ds.SeriesNumber):03d}"
         series_dir.mkdir(parents=True, exist_ok=True)
+        if (
+            spec.device.transfer_syntax == JPEG2000Lossless
+            and ds.PhotometricInterpretation == "RGB"
+        ):
+            # Reversible JPEG 2000 stores colour as YBR_RCT (PS3.5 8.2.4); the encoder
+            # applies the transform, and decoding gives the RGB values back exactly.
+            ds.PhotometricInterpretation = "YBR_RCT"
         if spec.device.transfer_syntax != ExplicitVRLittleEndian:
             ds.compress(spec.device.transfer_syntax, generate_instance_uid=False)
         ds.save_as(series_dir / f"{int(ds.InstanceNumber):04d}.dcm", enforce_file_format=True)

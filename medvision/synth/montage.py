@@ -72,7 +72,9 @@ def render_montage(
     first = study_picture(rows[0], manifest_path)
     aspect = first.shape[1] / first.shape[0]
     figure, axes = plt.subplots(
-        grid_rows, columns, figsize=(columns * 3.2 * min(aspect, 2.5), grid_rows * 3.6),
+        grid_rows,
+        columns,
+        figsize=(columns * 3.2 * min(aspect, 2.5), grid_rows * 3.6),
         squeeze=False,
     )
     for axis in axes.ravel():

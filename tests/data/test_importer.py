@@ -27,8 +27,9 @@ def _labels(path: Path, rows: list[ManifestRow], extra_uid: str | None = None) -
         writer = csv.writer(handle)
         writer.writerow(["study_instance_uid", "nodule", "pneumothorax", "split"])
         for row in rows:
-            writer.writerow([row.study_instance_uid, row.labels["nodule"],
-                             row.labels["pneumothorax"], "test"])
+            writer.writerow(
+                [row.study_instance_uid, row.labels["nodule"], row.labels["pneumothorax"], "test"]
+            )
         if extra_uid:
             writer.writerow([extra_uid, 1, 0, "test"])
     return path
@@ -40,18 +41,25 @@ def test_import_reads_headers_joins_labels_and_reports_the_rest(
     folder, chosen = _hospital_folder(tmp_path, phantom_set)
     labels = _labels(tmp_path / "labels.csv", chosen[:2], extra_uid="9.9.9")
     report = build_manifest(folder, labels, tmp_path / "manifest.csv")
-    assert [r.path for r in report.rejected_files] == [folder / "notes.txt"]
+    assert [path for path, _ in report.rejected_files] == [folder / "notes.txt"]
     assert report.unlabelled_studies == [chosen[2].study_instance_uid]
     assert report.labels_without_images == ["9.9.9"]
     by_uid = {row.study_instance_uid: row for row in report.rows}
     assert set(by_uid) == {row.study_instance_uid for row in chosen}
     for row in chosen[:2]:
         imported = by_uid[row.study_instance_uid]
-        assert imported.labels == {"nodule": row.labels["nodule"],
-                                   "pneumothorax": row.labels["pneumothorax"]}
-        assert (imported.site, imported.manufacturer_model, imported.sex, imported.age,
-                imported.ethnicity, imported.split) == (
-            row.site, row.manufacturer_model, row.sex, row.age, row.ethnicity, "test")
+        assert imported.labels == {
+            "nodule": row.labels["nodule"],
+            "pneumothorax": row.labels["pneumothorax"],
+        }
+        assert (
+            imported.site,
+            imported.manufacturer_model,
+            imported.sex,
+            imported.age,
+            imported.ethnicity,
+            imported.split,
+        ) == (row.site, row.manufacturer_model, row.sex, row.age, row.ethnicity, "test")
     assert by_uid[chosen[2].study_instance_uid].labels == {}
 
 
@@ -61,8 +69,9 @@ def test_manifest_command_writes_a_manifest_that_reads_back(
     folder, chosen = _hospital_folder(tmp_path, phantom_set)
     labels = _labels(tmp_path / "labels.csv", chosen)
     manifest = tmp_path / "out" / "manifest.csv"
-    status = main(["manifest", "--dicom", str(folder), "--labels", str(labels),
-                   "--out", str(manifest)])
+    status = main(
+        ["manifest", "--dicom", str(folder), "--labels", str(labels), "--out", str(manifest)]
+    )
     assert status == 0
     captured = capsys.readouterr()
     assert "skipped file:" in captured.err and "notes.txt" in captured.err

@@ -62,8 +62,13 @@ def test_non_dicom_file_is_rejected_with_its_path(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("age", "birth", "study", "years"),
-    [("045Y", "", "", 45), ("018M", "", "", 1), ("", "19800615", "20250614", 44),
-     ("", "19800615", "20250615", 45), ("", "", "", None)],
+    [
+        ("045Y", "", "", 45),
+        ("018M", "", "", 1),
+        ("", "19800615", "20250614", 44),
+        ("", "19800615", "20250615", 45),
+        ("", "", "", None),
+    ],
 )
 def test_age_from_patient_age_or_dates(age: str, birth: str, study: str, years: int | None) -> None:
     ds = pydicom.Dataset()

@@ -40,11 +40,11 @@ def test_same_seed_writes_byte_identical_sets(tmp_path: Path) -> None:
 
 def test_parallel_workers_write_the_same_set_as_one_worker(tmp_path: Path) -> None:
     for name, workers in (("one", 1), ("two", 2)):
-        generate(SynthConfig((Modality.CXR,), 3, 9, tmp_path / name, workers=workers),
-                 progress=False)
+        generate(
+            SynthConfig((Modality.CXR,), 3, 9, tmp_path / name, workers=workers), progress=False
+        )
     files = _files(tmp_path / "one")
-    _, mismatch, errors = filecmp.cmpfiles(tmp_path / "one", tmp_path / "two", files,
-                                           shallow=False)
+    _, mismatch, errors = filecmp.cmpfiles(tmp_path / "one", tmp_path / "two", files, shallow=False)
     assert (mismatch, errors) == ([], [])
 
 
@@ -57,10 +57,14 @@ def test_manifest_lists_every_study_with_its_header_values(phantom_set: PhantomS
         ds = pydicom.dcmread(files[0], stop_before_pixels=True)
         assert ds.StudyInstanceUID == row.study_instance_uid
         assert (ds.InstitutionName, ds.Manufacturer, ds.ManufacturerModelName) == (
-            row.site, row.manufacturer, row.manufacturer_model,
+            row.site,
+            row.manufacturer,
+            row.manufacturer_model,
         )
         assert (ds.PatientSex, int(ds.PatientAge[:3]), ds.EthnicGroup) == (
-            row.sex, row.age, row.ethnicity,
+            row.sex,
+            row.age,
+            row.ethnicity,
         )
         assert set(row.labels) == set(FINDINGS[row.modality])
         assert row.annotations is not None and row.masks is not None
@@ -90,13 +94,17 @@ def test_compressed_files_decode_to_the_uncompressed_pixels(phantom_set: Phantom
             continue
         original = modality_generator(row.modality).generate_study(spec).instances
         for ds in original[:3]:
-            path = out / row.path / f"{int(ds.SeriesNumber):03d}" / f"{int(ds.InstanceNumber):04d}.dcm"
+            path = (
+                out / row.path / f"{int(ds.SeriesNumber):03d}" / f"{int(ds.InstanceNumber):04d}.dcm"
+            )
             written = pydicom.dcmread(path)
             assert written.file_meta.TransferSyntaxUID == syntax
             assert np.array_equal(written.pixel_array, ds.pixel_array), (row.modality, syntax)
         checked.add(syntax)
     assert {str(s) for s in checked} == {
-        "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.90"
+        "1.2.840.10008.1.2.5",
+        "1.2.840.10008.1.2.4.80",
+        "1.2.840.10008.1.2.4.90",
     }
 
 
@@ -116,14 +124,17 @@ def test_low_conspicuity_device_makes_the_same_lesion_harder_to_see(
     hard, easy = devices[0], devices[-1]
     ratios = []
     for device in (easy, hard):
-        study = modality_generator(modality).generate_study(dataclasses.replace(spec, device=device))
+        study = modality_generator(modality).generate_study(
+            dataclasses.replace(spec, device=device)
+        )
         ratios.append(contrast_to_noise(study, modality))
     assert ratios[0] > ratios[1] > 0
 
 
 def test_split_option_puts_every_study_in_that_split(tmp_path: Path) -> None:
-    rows = generate(SynthConfig((Modality.CXR,), 4, 1, tmp_path, split="test", workers=1),
-                    progress=False)
+    rows = generate(
+        SynthConfig((Modality.CXR,), 4, 1, tmp_path, split="test", workers=1), progress=False
+    )
     assert {row.split for row in rows} == {"test"}
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-import SimpleITK as sitk
-from monai.transforms import LoadImage
+import SimpleITK as sitk  # noqa: N813 - the name SimpleITK documents
+from monai.transforms.io.array import LoadImage
 
 from medvision.data.manifest import ManifestRow
 from medvision.dicom.reading import iter_files
@@ -38,8 +38,9 @@ def test_every_device_writes_objects_dciodvfy_accepts(phantom_set: PhantomSet) -
     problems = []
     for row in _one_study_per_device(rows):
         for path in _sample_files(out, row):
-            result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True,
-                                    timeout=60, check=False)
+            result = subprocess.run(
+                ["dciodvfy", str(path)], capture_output=True, text=True, timeout=60, check=False
+            )
             errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
             if errors:
                 problems.append(f"{row.manufacturer_model} {path.name}: {errors}")
