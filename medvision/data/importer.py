@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medvision.data.manifest import SPLITS, ManifestError, ManifestRow, parse_label
+from medvision.data.manifest import ManifestRow, iter_study_cells
 from medvision.dicom.reading import age_in_years, modality_of, scan_folder
 from medvision.modality import EXTRA_COLUMNS, FINDINGS, Modality
 
@@ -47,25 +46,7 @@ def read_labels(path: Path) -> dict[str, dict[str, str]]:
         If the column ``study_instance_uid`` is missing, a study appears twice,
         or a finding cell is not 0, 1 or empty.
     """
-    findings = {name for names in FINDINGS.values() for name in names}
-    labels: dict[str, dict[str, str]] = {}
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        if "study_instance_uid" not in (reader.fieldnames or []):
-            raise ManifestError(f"{path}: missing required column study_instance_uid")
-        for line, cells in enumerate(reader, start=2):
-            uid = (cells.get("study_instance_uid") or "").strip()
-            if not uid:
-                raise ManifestError(f"{path}: line {line}: empty study_instance_uid")
-            if uid in labels:
-                raise ManifestError(f"{path}: line {line}: study {uid} appears twice")
-            for name in findings & set(cells):
-                parse_label(cells[name] or "", name, line)
-            split = (cells.get("split") or "").strip()
-            if split and split not in SPLITS:
-                raise ManifestError(f"{path}: line {line}: unknown split '{split}'")
-            labels[uid] = {k: (v or "").strip() for k, v in cells.items() if k}
-    return labels
+    return {uid: cells for _, uid, cells, _ in iter_study_cells(path, ("study_instance_uid",))}
 
 
 def _relative(path: Path, start: Path) -> Path:
@@ -107,7 +88,7 @@ def build_manifest(dicom_folder: Path, labels_csv: Path, manifest_path: Path) ->
         folders = {path.parent for path, _ in files}
         common = Path(os.path.commonpath([str(f) for f in folders]))
         row_labels = {
-            name: int(float(label_cells[name]))
+            name: int(label_cells[name])
             for name in FINDINGS[modality]
             if label_cells.get(name, "") != ""
         }

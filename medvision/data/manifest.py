@@ -6,7 +6,7 @@ See ``docs/manifest.md`` for the column definitions.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,9 +132,52 @@ def parse_label(text: str, column: str, line: int) -> int | None:
     value = text.strip()
     if value == "":
         return None
-    if value in {"0", "1", "0.0", "1.0"}:
-        return int(float(value))
+    if value in {"0", "1"}:
+        return int(value)
     raise ManifestError(f"line {line}: column '{column}' must be 0 or 1 (or empty), got '{text}'")
+
+
+def iter_study_cells(
+    path: Path, required: Sequence[str]
+) -> Iterator[tuple[int, str, dict[str, str], list[str]]]:
+    """Yield ``(line, study UID, cells, columns)`` for each row of a study CSV.
+
+    Checks what every study CSV (manifest or labels file) must satisfy: the
+    ``required`` columns exist, each row has a study UID that no earlier row has,
+    finding cells are 0, 1 or empty, and ``split`` is empty or a known split.
+
+    Raises
+    ------
+    ManifestError
+        Naming the file and line of the first problem.
+    """
+    findings = set(all_findings())
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        columns = [c for c in reader.fieldnames or [] if c]
+        missing = [c for c in required if c not in columns]
+        if missing:
+            raise ManifestError(f"{path}: missing required column(s) {', '.join(missing)}")
+        seen: dict[str, int] = {}
+        for line, raw in enumerate(reader, start=2):
+            cells = {c: (raw.get(c) or "").strip() for c in columns}
+            uid = cells["study_instance_uid"]
+            if not uid:
+                raise ManifestError(f"{path}: line {line}: empty study_instance_uid")
+            if uid in seen:
+                raise ManifestError(f"{path}: line {line}: study {uid} already on line {seen[uid]}")
+            seen[uid] = line
+            try:
+                for name in findings.intersection(columns):
+                    parse_label(cells[name], name, line)
+            except ManifestError as error:
+                raise ManifestError(f"{path}: {error}") from None
+            split = cells.get("split", "")
+            if split and split not in SPLITS:
+                raise ManifestError(
+                    f"{path}: line {line}: unknown split '{split}' (expected {', '.join(SPLITS)})"
+                )
+            yield line, uid, cells, columns
 
 
 def read_manifest(path: Path) -> list[ManifestRow]:
@@ -156,75 +199,41 @@ def read_manifest(path: Path) -> list[ManifestRow]:
         For a missing required column, an unknown modality, a label outside 0/1,
         a bad age, an unknown split or a duplicate study (the message names the line).
     """
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        columns = reader.fieldnames or []
-        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-        if missing:
-            raise ManifestError(f"{path}: missing required column(s) {', '.join(missing)}")
-        known = set(BASE_COLUMNS) | set(all_findings())
-        extra_known = {c for names in EXTRA_COLUMNS.values() for c in names}
-        rows: list[ManifestRow] = []
-        seen: dict[str, int] = {}
-        for line, cells in enumerate(reader, start=2):
-            uid = (cells.get("study_instance_uid") or "").strip()
-            if not uid:
-                raise ManifestError(f"{path}: line {line}: empty study_instance_uid")
-            if uid in seen:
-                raise ManifestError(f"{path}: line {line}: study {uid} already on line {seen[uid]}")
-            seen[uid] = line
-            try:
-                modality = Modality.parse(cells.get("modality") or "")
-            except ValueError as error:
-                raise ManifestError(f"{path}: line {line}: {error}") from None
-            labels: dict[str, int] = {}
-            for name in FINDINGS[modality]:
-                if name in columns:
-                    value = parse_label(cells.get(name) or "", name, line)
-                    if value is not None:
-                        labels[name] = value
-            age_text = (cells.get("age") or "").strip()
-            if age_text and not (age_text.isdigit() and int(age_text) <= 150):
-                raise ManifestError(
-                    f"{path}: line {line}: age must be whole years, got '{age_text}'"
-                )
-            split = (cells.get("split") or "").strip()
-            if split and split not in SPLITS:
-                raise ManifestError(
-                    f"{path}: line {line}: unknown split '{split}' (expected {', '.join(SPLITS)})"
-                )
-            extra = {
-                c: cells.get(c) or ""
-                for c in columns
-                if c not in known and (c in extra_known or c not in all_findings())
-            }
-            rows.append(
-                ManifestRow(
-                    study_instance_uid=uid,
-                    modality=modality,
-                    path=Path((cells.get("path") or "").strip()),
-                    site=cells.get("site") or "",
-                    manufacturer=cells.get("manufacturer") or "",
-                    manufacturer_model=cells.get("manufacturer_model") or "",
-                    sex=cells.get("sex") or "",
-                    age=int(age_text) if age_text else None,
-                    ethnicity=cells.get("ethnicity") or "",
-                    split=split,
-                    patient_id=cells.get("patient_id") or "",
-                    labels=labels,
-                    annotations=_optional_path(cells.get("annotations") or ""),
-                    masks=_optional_path(cells.get("masks") or ""),
-                    extra={k: v for k, v in extra.items() if v != ""},
-                )
+    known = set(BASE_COLUMNS) | set(all_findings())
+    rows: list[ManifestRow] = []
+    for line, uid, cells, columns in iter_study_cells(path, REQUIRED_COLUMNS):
+        try:
+            modality = Modality.parse(cells["modality"])
+        except ValueError as error:
+            raise ManifestError(f"{path}: line {line}: {error}") from None
+        labels = {
+            name: int(cells[name]) for name in FINDINGS[modality] if cells.get(name, "") != ""
+        }
+        age_text = cells.get("age", "")
+        if age_text and not (age_text.isdigit() and int(age_text) <= 150):
+            raise ManifestError(f"{path}: line {line}: age must be whole years, got '{age_text}'")
+        rows.append(
+            ManifestRow(
+                study_instance_uid=uid,
+                modality=modality,
+                path=Path(cells["path"]),
+                site=cells.get("site", ""),
+                manufacturer=cells.get("manufacturer", ""),
+                manufacturer_model=cells.get("manufacturer_model", ""),
+                sex=cells.get("sex", ""),
+                age=int(age_text) if age_text else None,
+                ethnicity=cells.get("ethnicity", ""),
+                split=cells.get("split", ""),
+                patient_id=cells.get("patient_id", ""),
+                labels=labels,
+                annotations=_optional_path(cells.get("annotations", "")),
+                masks=_optional_path(cells.get("masks", "")),
+                extra={c: cells[c] for c in columns if c not in known and cells[c] != ""},
             )
+        )
     return rows
 
 
 def resolve(manifest_path: Path, relative: Path) -> Path:
     """Return ``relative`` resolved against the manifest's folder (absolute paths unchanged)."""
     return relative if relative.is_absolute() else manifest_path.parent / relative
-
-
-def rows_by_modality(rows: Iterable[ManifestRow], modality: Modality) -> list[ManifestRow]:
-    """Return the rows of one modality."""
-    return [row for row in rows if row.modality == modality]

@@ -34,7 +34,6 @@ from pydicom import Dataset
 from pydicom.sequence import Sequence
 from pydicom.sr.codedict import codes
 from pydicom.uid import CTImageStorage
-from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from medvision.synth.dicom_objects import code_item, new_instance, set_pixels
@@ -42,9 +41,11 @@ from medvision.synth.study import GeneratedStudy, StudySpec
 from medvision.synth.textures import (
     FloatArray,
     bounding_box,
+    gaussian_blur,
     logistic,
     smooth_noise,
     soft_ellipse,
+    soft_inside,
 )
 
 DEFAULT_PREVALENCE: dict[str, float] = {"nodule": 0.25}
@@ -166,11 +167,6 @@ class ChestVolume:
     nodules: list[dict[str, Any]]
 
 
-def _inside(signed_distance: NDArray[np.floating], edge: float) -> FloatArray:
-    """Soft indicator of ``signed_distance < 0`` with a partial-volume edge of ``edge``."""
-    return logistic(-np.asarray(signed_distance, dtype=np.float32) / edge)
-
-
 def _dome(
     d: FloatArray,
     y: FloatArray,
@@ -187,7 +183,7 @@ def _dome(
     height = np.sqrt(np.clip(1.0 - ((d - centre[0]) / radii[0]) ** 2, 0.0, 1.0))
     rho = np.sqrt(((y - centre[1]) / radii[1]) ** 2 + ((x - centre[2]) / radii[2]) ** 2)
     mean_radius = 0.5 * (radii[1] + radii[2])
-    return _inside((rho - height) * mean_radius, edge)
+    return soft_inside((rho - height) * mean_radius, edge)
 
 
 def _paint(hu: FloatArray, fraction: NDArray[np.floating], value: float | FloatArray) -> None:
@@ -233,7 +229,7 @@ def soft_capsule(
     t = sum(rel[i] * direction[i] for i in range(3)) / max(length2, 1e-9)
     t = np.clip(t, 0.0, 1.0)
     distance2 = sum((rel[i] - t * direction[i]) ** 2 for i in range(3))
-    fraction = _inside(np.sqrt(distance2) - radius, edge)
+    fraction = soft_inside(np.sqrt(distance2) - radius, edge)
     return (box[0], box[1], box[2]), fraction
 
 
@@ -303,14 +299,14 @@ def _body(g: Geometry, th: _Thorax, canvas: _Canvas) -> tuple[FloatArray, FloatA
     # Table: a curved carbon-fibre board with a foam core under the patient.
     top = b + 4.0 - 0.00035 * x**2
     below = y - top
-    board = _inside(np.abs(below - 9.0) - 9.0, edge) * _inside(np.abs(x) - 200.0, edge)
-    shell = board * (1.0 - _inside(np.abs(below - 9.0) - 6.5, edge))
+    board = soft_inside(np.abs(below - 9.0) - 9.0, edge) * soft_inside(np.abs(x) - 200.0, edge)
+    shell = board * (1.0 - soft_inside(np.abs(below - 9.0) - 6.5, edge))
     _paint(hu, (board - shell)[None], -780.0)
     _paint(hu, shell[None], 180.0)
-    body = _inside(-depth, edge)
+    body = soft_inside(-depth, edge)
     _paint(hu, body[None], FAT)
-    _paint(hu, _inside(fat - depth, edge)[None], MUSCLE)
-    cavity = _inside(wall - depth, edge)
+    _paint(hu, soft_inside(fat - depth, edge)[None], MUSCLE)
+    cavity = soft_inside(wall - depth, edge)
     _paint(hu, cavity[None], MEDIASTINAL_FAT)
     canvas.cavity = cavity[None]
     return depth, wall
@@ -334,7 +330,7 @@ def _lungs(g: Geometry, th: _Thorax, canvas: _Canvas, texture: FloatArray) -> di
     )
     abdomen = np.maximum(dome_r, dome_l) * canvas.cavity
     # The thoracic inlet above the aortic arch is muscle, vessels and glands, not fat.
-    _paint(hu, canvas.cavity * _inside(d - th.arch + 4.0, 4.0), 25.0)
+    _paint(hu, canvas.cavity * soft_inside(d - th.arch + 4.0, 4.0), 25.0)
     _paint(hu, abdomen, 40.0)
     _paint(hu, dome_r * canvas.cavity * (x < 20.0), LIVER)
     # Stomach under the left dome: fluid with gas above it (the patient is supine).
@@ -345,7 +341,7 @@ def _lungs(g: Geometry, th: _Thorax, canvas: _Canvas, texture: FloatArray) -> di
         * canvas.cavity
     )
     _paint(hu, stomach, 15.0)
-    _paint(hu, stomach * _inside(y + 14.0, edge), AIR)
+    _paint(hu, stomach * soft_inside(y + 14.0, edge), AIR)
     # Heart in its pericardial fat, long axis pointing left and forward, on the diaphragm.
     below = np.maximum(dome_r, dome_l)
     angle = math.radians(38.0)
@@ -373,7 +369,7 @@ def _lungs(g: Geometry, th: _Thorax, canvas: _Canvas, texture: FloatArray) -> di
         - 9.0 * logistic((y - spine_y + 12.0) / 6.0)
         + np.where(x > 0, 10.0, 0.0) * np.exp(-(((y - 30.0) / 16.0) ** 2))
     )
-    mediastinum = _inside(np.abs(x) - half_width, edge)
+    mediastinum = soft_inside(np.abs(x) - half_width, edge)
     lung *= canvas.cavity * (1.0 - mediastinum) * (1.0 - below)
     lung *= 1.0 - pericardium
     organs = {"heart": heart.astype(np.float32), "pericardium": pericardium.astype(np.float32)}
@@ -445,7 +441,7 @@ def _bones(
     # Vertebra: body with cortex and discs, canal, arch, spinous and transverse processes.
     body_y = 0.8 * th.half_depth - 38.0
     phase = np.mod(d + th.vertebra_phase, period)
-    disc = _inside(np.abs(phase - 2.5) - 2.5, 0.25 * g.thickness_mm)
+    disc = soft_inside(np.abs(phase - 2.5) - 2.5, 0.25 * g.thickness_mm)
     body = soft_ellipse(
         (g.rows, g.columns), (body_y, 0.0), (15.0, 18.0), edge=edge, coords=[y2, x2]
     )
@@ -464,7 +460,7 @@ def _bones(
         ),
         soft_ellipse((g.rows, g.columns), (canal_y, 0.0), (5.0, 34.0), edge=edge, coords=[y2, x2]),
     )
-    in_arch = _inside(np.abs(phase - 12.0) - 7.0, 0.25 * g.thickness_mm)
+    in_arch = soft_inside(np.abs(phase - 12.0) - 7.0, 0.25 * g.thickness_mm)
     _paint(hu, in_arch * np.maximum(arch, processes)[None], 520.0)
     canal = soft_ellipse(
         (g.rows, g.columns), (canal_y, 0.0), (7.5, 8.0), edge=edge, coords=[y2, x2]
@@ -477,9 +473,9 @@ def _bones(
     drop = 4.0 * period * (angle / math.pi) ** 1.2
     offset = np.mod(d - drop[None] - th.rib_phase, period) - period / 2.0
     q = np.sqrt(radial[None] ** 2 + (offset / 4.0) ** 2)
-    rib = _inside((q - 1.0) * 3.6, edge)
-    bony = _inside(angle - 0.80 * math.pi, 0.02) * _inside(0.17 * math.pi - angle, 0.02)
-    cartilage = _inside(angle - 0.93 * math.pi, 0.02) * (1.0 - bony)
+    rib = soft_inside((q - 1.0) * 3.6, edge)
+    bony = soft_inside(angle - 0.80 * math.pi, 0.02) * soft_inside(0.17 * math.pi - angle, 0.02)
+    cartilage = soft_inside(angle - 0.93 * math.pi, 0.02) * (1.0 - bony)
     rib_value = CANCELLOUS + (CORTICAL - CANCELLOUS) * np.clip((q - 0.45) / 0.3, 0.0, 1.0)
     _paint(hu, rib * bony[None], rib_value)
     _paint(hu, rib * cartilage[None], CARTILAGE)
@@ -488,9 +484,11 @@ def _bones(
     sternum_y = front - 5.0
     depth_top = d[:, 0, 0]
     sternum_half = np.where(depth_top < th.arch + 10.0, 24.0, 15.0)[:, None, None]
-    sternum = _inside(np.abs(x) - sternum_half, edge) * _inside(np.abs(y - sternum_y) - 5.5, edge)
-    sternum = sternum * _inside(depth_top - (th.dome_right + 35.0), 1.0)[:, None, None]
-    cortex = 1.0 - _inside(np.abs(y - sternum_y) - 3.5, edge)
+    sternum = soft_inside(np.abs(x) - sternum_half, edge) * soft_inside(
+        np.abs(y - sternum_y) - 5.5, edge
+    )
+    sternum = sternum * soft_inside(depth_top - (th.dome_right + 35.0), 1.0)[:, None, None]
+    cortex = 1.0 - soft_inside(np.abs(y - sternum_y) - 3.5, edge)
     _paint(hu, sternum, CANCELLOUS + 0.6 * (CORTICAL - CANCELLOUS) * cortex)
     # Scapulae: thin plates behind the posterolateral ribs in the upper chest.
     for side in (-1.0, 1.0):
@@ -499,7 +497,7 @@ def _bones(
         u = (x2 - cx) * math.cos(tilt) - (y2 - cy) * math.sin(tilt)
         v = (x2 - cx) * math.sin(tilt) + (y2 - cy) * math.cos(tilt)
         plate = soft_ellipse((g.rows, g.columns), (0.0, 0.0), (3.0, 36.0), edge=edge, coords=[v, u])
-        extent = _inside(depth_top - (th.dome_right - 15.0), 4.0)[:, None, None]
+        extent = soft_inside(depth_top - (th.dome_right - 15.0), 4.0)[:, None, None]
         _paint(hu, plate[None] * extent, 600.0)
         box, fraction = soft_capsule(
             axes,
@@ -630,7 +628,7 @@ def render_tubes(
             int(stop[2] - first_voxel[2]),
         )
         splat = _splat(shape, index[chosen] - first_voxel, weights[chosen])
-        total[box] += ndimage.gaussian_filter(splat, sigma, truncate=3.0)
+        total[box] += gaussian_blur(splat, sigma, truncate=3.0)
     return np.clip(total, 0.0, 1.0)
 
 
@@ -800,7 +798,7 @@ def _acquire(spec: StudySpec, g: Geometry, hu: FloatArray) -> FloatArray:
     """Apply the device: Gaussian blur, correlated noise in HU, then clip to 12 bits."""
     device = spec.device
     sigma = [device.blur_mm / v for v in g.voxel_mm]
-    blurred = ndimage.gaussian_filter(hu, sigma, truncate=3.0)
+    blurred = gaussian_blur(hu, sigma, truncate=3.0)
     noise = smooth_noise(spec.rng("noise"), g.shape, 0.6)
     top = 2**device.bits_stored - 1 + RESCALE_INTERCEPT
     return np.clip(blurred + device.noise * noise, RESCALE_INTERCEPT, top).astype(np.float32)

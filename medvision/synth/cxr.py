@@ -23,16 +23,17 @@ import math
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageDraw
 from pydicom import Dataset
 from pydicom.sequence import Sequence
 from pydicom.sr.codedict import codes
 from pydicom.uid import ComputedRadiographyImageStorage, DigitalXRayImageStorageForPresentation
+from scipy import ndimage
 
 from medvision.synth.dicom_objects import code_item, new_instance, set_pixels
 from medvision.synth.study import GeneratedStudy, StudySpec
 from medvision.synth.textures import (
     FloatArray,
+    Stroke,
     bounding_box,
     gaussian_blur,
     grid,
@@ -40,6 +41,7 @@ from medvision.synth.textures import (
     quantise,
     smooth_noise,
     soft_ellipse,
+    stroke_coverage,
 )
 
 #: Image matrix (rows, columns).
@@ -52,21 +54,6 @@ DEFAULT_PREVALENCE: dict[str, float] = {
 }
 #: Cardiothoracic ratio above which the heart is enlarged (PA projection).
 CARDIOMEGALY_CTR = 0.5
-_SUPERSAMPLE = 2
-
-
-def _polyline_mask(
-    shape: tuple[int, int], lines: list[tuple[list[tuple[float, float]], float]]
-) -> FloatArray:
-    """Rasterise thick polylines (``(points as (row, col), width)``) with anti-aliasing."""
-    s = _SUPERSAMPLE
-    canvas = Image.new("L", (shape[1] * s, shape[0] * s), 0)
-    draw = ImageDraw.Draw(canvas)
-    for points, width in lines:
-        xy = [(c * s, r * s) for r, c in points]
-        draw.line(xy, fill=255, width=max(1, round(width * s)), joint="curve")
-    small = canvas.resize((shape[1], shape[0]), Image.Resampling.BOX)
-    return np.asarray(small, dtype=np.float32) / 255.0
 
 
 class _Thorax:
@@ -105,14 +92,10 @@ def _lung_masks(th: _Thorax, coords: list[FloatArray]) -> tuple[FloatArray, Floa
     return masks[0], masks[1]
 
 
-def _rib_lines(
-    th: _Thorax, rng: np.random.Generator
-) -> tuple[
-    list[tuple[list[tuple[float, float]], float]], list[tuple[list[tuple[float, float]], float]]
-]:
-    """Centre lines of posterior and anterior ribs (points as row, column)."""
-    posterior: list[tuple[list[tuple[float, float]], float]] = []
-    anterior: list[tuple[list[tuple[float, float]], float]] = []
+def _rib_lines(th: _Thorax, rng: np.random.Generator) -> tuple[list[Stroke], list[Stroke]]:
+    """Centre lines of posterior and anterior ribs (points as row, column), value 1."""
+    posterior: list[Stroke] = []
+    anterior: list[Stroke] = []
     for side in (-1.0, 1.0):
         for k in range(10):
             r0 = th.apex_row - 18.0 + k * th.rib_spacing + rng.normal(0.0, 1.5)
@@ -122,7 +105,7 @@ def _rib_lines(
                 c = th.centre_col + side * (14.0 + (th.half_width + 4.0) * t)
                 r = r0 - 14.0 * math.sin(math.pi * t * 0.7) + 55.0 * t**3
                 points.append((r, c))
-            posterior.append((points, width))
+            posterior.append((points, width, 1.0))
             # Anterior ribs run from the lateral chest wall down towards the sternum.
             a0 = th.apex_row + 10.0 + k * th.rib_spacing * 0.9
             front = []
@@ -131,15 +114,13 @@ def _rib_lines(
                 r = a0 + 45.0 * t + 10.0 * t**2
                 front.append((r, c))
             if k < 7:
-                anterior.append((front, width * 1.1))
+                anterior.append((front, width * 1.1, 1.0))
     return posterior, anterior
 
 
-def _vessel_lines(
-    th: _Thorax, rng: np.random.Generator
-) -> list[tuple[list[tuple[float, float]], float]]:
-    """Branching pulmonary vessel markings radiating from both hila."""
-    lines: list[tuple[list[tuple[float, float]], float]] = []
+def _vessel_lines(th: _Thorax, rng: np.random.Generator) -> list[Stroke]:
+    """Branching pulmonary vessel markings radiating from both hila, value 1."""
+    lines: list[Stroke] = []
     for side in (-1.0, 1.0):
         hilum = (
             th.apex_row + 0.55 * (th.base_row_right - th.apex_row),
@@ -155,7 +136,7 @@ def _vessel_lines(
                 r += math.cos(angle) * length / 4 * -1.0
                 c += math.sin(angle) * length / 4
                 points.append((r, c))
-            lines.append((points, width))
+            lines.append((points, width, 1.0))
             if depth < 5 and width > 1.2:
                 for turn in (-0.45, 0.4):
                     stack.append(
@@ -205,8 +186,6 @@ def _pneumothorax(
     depth = rng.uniform(10.0, 35.0)
     extent = th.apex_row + rng.uniform(0.35, 0.7) * (th.base_row_right - th.apex_row)
     # Distance from the lung's outer boundary approximated by eroding the lung mask.
-    from scipy import ndimage
-
     inside = lung > 0.5
     distance = ndimage.distance_transform_edt(inside).astype(np.float32)
     medial_limit = th.centre_col + side * 40.0
@@ -272,7 +251,7 @@ def _render(spec: StudySpec) -> tuple[FloatArray, dict[str, FloatArray], dict[st
     central = np.maximum(np.maximum(heart, mediastinum), aortic_knob)
     lungs = np.clip(lung_r + lung_l - central, 0.0, 1.0)
 
-    vessels = _polyline_mask(SHAPE, _vessel_lines(th, anatomy))
+    vessels = stroke_coverage(SHAPE, _vessel_lines(th, anatomy))
     vessels = gaussian_blur(vessels, 1.0) * lungs
     lung_texture = 0.02 * smooth_noise(anatomy, SHAPE, 3.0)
     image -= 0.30 * lungs
@@ -284,11 +263,13 @@ def _render(spec: StudySpec) -> tuple[FloatArray, dict[str, FloatArray], dict[st
     image += spine_mask * (0.05 + 0.025 * endplates)
 
     posterior, anterior = _rib_lines(th, anatomy)
-    outer = _polyline_mask(SHAPE, posterior)
-    inner = _polyline_mask(SHAPE, [(p, max(1.0, w - 5.0)) for p, w in posterior])
-    ribs = 0.055 * outer + 0.035 * (outer - inner) + 0.025 * _polyline_mask(SHAPE, anterior)
+    outer = stroke_coverage(SHAPE, posterior)
+    inner = stroke_coverage(
+        SHAPE, [(p, np.maximum(1.0, np.subtract(w, 5.0)), v) for p, w, v in posterior]
+    )
+    ribs = 0.055 * outer + 0.035 * (outer - inner) + 0.025 * stroke_coverage(SHAPE, anterior)
     image += gaussian_blur(ribs, 0.8) * torso
-    clavicles = []
+    clavicles: list[Stroke] = []
     for side in (-1.0, 1.0):
         points = [
             (
@@ -297,8 +278,8 @@ def _render(spec: StudySpec) -> tuple[FloatArray, dict[str, FloatArray], dict[st
             )
             for t in np.linspace(0.0, 1.0, 16)
         ]
-        clavicles.append((points, 16.0))
-    image += 0.09 * gaussian_blur(_polyline_mask(SHAPE, clavicles), 1.0)
+        clavicles.append((points, 16.0, 1.0))
+    image += 0.09 * gaussian_blur(stroke_coverage(SHAPE, clavicles), 1.0)
 
     masks: dict[str, FloatArray] = {}
     annotation: dict[str, object] = {"view": view, "cardiothoracic_ratio": round(heart_ratio, 3)}

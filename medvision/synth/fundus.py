@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageCms, ImageDraw
+from PIL import ImageCms
 from pydicom import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.sr.codedict import codes
@@ -35,12 +35,19 @@ from medvision.synth.dicom_objects import code_item, new_instance, set_pixels
 from medvision.synth.study import GeneratedStudy, StudySpec
 from medvision.synth.textures import (
     FloatArray,
+    Stroke,
     bounding_box,
+    centred_origin,
     gaussian_blur,
     grid,
+    mirror_box,
+    overlap,
+    patch_offsets,
     quantise,
     smooth_noise,
     soft_ellipse,
+    stroke_coverage,
+    union,
 )
 
 DEFAULT_PREVALENCE: dict[str, float] = {"referable_dr": 0.08}
@@ -67,10 +74,6 @@ LESION_TYPES: tuple[str, ...] = (
 )
 
 PointArray = NDArray[np.float64]
-
-#: One stroke of :func:`stroke_coverage`: points ``(n, 2)`` as (row, col), widths ``(n,)``
-#: in pixels, and the value painted (0 to 1).
-Stroke = tuple[PointArray, PointArray, float]
 
 
 @dataclass(frozen=True)
@@ -120,62 +123,6 @@ def dr_grade(counts: LesionCounts) -> int:
     if counts.microaneurysm > 0:
         return 1
     return 0
-
-
-def stroke_coverage(
-    shape: tuple[int, int],
-    strokes: Sequence[Stroke],
-    supersample: int = 4,
-    origin: tuple[float, float] = (0.0, 0.0),
-) -> FloatArray:
-    """Render variable-width polylines with anti-aliasing.
-
-    Strokes are drawn with round joins and caps on a canvas ``supersample`` times
-    finer than ``shape`` and box-averaged down, so each pixel holds the painted
-    value times the fraction of it that is covered. Later strokes overwrite
-    earlier ones where they overlap.
-
-    Parameters
-    ----------
-    shape
-        Output ``(rows, columns)``.
-    strokes
-        ``(points, widths, value)`` triples; points are (row, col) in pixels.
-    supersample
-        Sub-pixels per pixel along each axis.
-    origin
-        (row, col) of the output's first pixel in the strokes' coordinates.
-
-    Returns
-    -------
-    FloatArray
-        Values in ``[0, 1]``.
-    """
-    rows, cols = shape
-    canvas = Image.new("L", (cols * supersample, rows * supersample), 0)
-    draw = ImageDraw.Draw(canvas)
-    offset = np.array([origin[1], origin[0]])
-    for points, widths, value in strokes:
-        if len(points) == 0:
-            continue
-        fill = round(255 * min(max(value, 0.0), 1.0))
-        xy = (points[:, ::-1] - offset + 0.5) * supersample - 0.5
-        sub_widths = np.maximum(1, np.rint(widths * supersample)).astype(int)
-        start = 0
-        n = len(points)
-        for end in range(1, n + 1):
-            if end < n and sub_widths[end] == sub_widths[start]:
-                continue
-            width = int(sub_widths[start])
-            run = xy[max(start - 1, 0) : end]
-            coords = [(float(x), float(y)) for x, y in run]
-            if len(coords) > 1:
-                draw.line(coords, fill=fill, width=width, joint="curve")
-            half = width / 2.0
-            for x, y in (coords[0], coords[-1]):
-                draw.ellipse((x - half, y - half, x + half, y + half), fill=fill)
-            start = end
-    return (np.asarray(canvas.reduce(supersample), dtype=np.float32) / 255.0).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -493,7 +440,7 @@ def _retina(
 class _Lesion:
     kind: str
     patch: FloatArray
-    origin: tuple[int, int]
+    origin: tuple[int, ...]
     centre: tuple[float, float]
 
 
@@ -502,34 +449,16 @@ def _stamp(
     radii: tuple[float, float],
     angle: float = 0.0,
     edge: float = 0.6,
-) -> tuple[FloatArray, tuple[int, int]]:
+) -> tuple[FloatArray, tuple[int, ...]]:
     """Return a rotated soft ellipse on a small patch and the patch's top-left pixel."""
     half = math.ceil(max(radii) + 3.0 * edge + 2.0)
-    origin = (round(centre[0]) - half, round(centre[1]) - half)
+    origin = centred_origin(centre, half)
     size = 2 * half + 1
-    rr, cc = grid((size, size))
-    dr = rr + origin[0] - centre[0]
-    dc = cc + origin[1] - centre[1]
+    dr, dc = patch_offsets(centre, half)
     along = (dr * math.sin(angle) + dc * math.cos(angle)).astype(np.float32)
     across = (dr * math.cos(angle) - dc * math.sin(angle)).astype(np.float32)
     patch = soft_ellipse((size, size), (0.0, 0.0), (radii[1], radii[0]), edge, [across, along])
     return patch, origin
-
-
-def _union(
-    parts: Sequence[tuple[FloatArray, tuple[int, int]]],
-) -> tuple[FloatArray, tuple[int, int]]:
-    """Return the union (maximum) of patches on one patch that covers them all."""
-    r0 = min(origin[0] for _, origin in parts)
-    c0 = min(origin[1] for _, origin in parts)
-    r1 = max(origin[0] + patch.shape[0] for patch, origin in parts)
-    c1 = max(origin[1] + patch.shape[1] for patch, origin in parts)
-    union = np.zeros((r1 - r0, c1 - c0), dtype=np.float32)
-    for patch, origin in parts:
-        rows = slice(origin[0] - r0, origin[0] - r0 + patch.shape[0])
-        cols = slice(origin[1] - c0, origin[1] - c0 + patch.shape[1])
-        np.maximum(union[rows, cols], patch, out=union[rows, cols])
-    return union, (r0, c0)
 
 
 def _place(
@@ -613,7 +542,7 @@ def _lesions(
                 parts.append(
                     _stamp((centre[0] + shift[0], centre[1] + shift[1]), (sub, sub), 0.0, 0.8)
                 )
-            patch, origin = _union(parts)
+            patch, origin = union(parts)
         lesions.append(_Lesion("haemorrhage", patch, origin, centre))
     remaining = counts.hard_exudate
     while remaining > 0:
@@ -660,28 +589,10 @@ def _lesions(
             points = np.vstack([[centre], np.array(centre) + path])
             strokes.append((points, np.full(len(points), float(rng.uniform(0.8, 1.2))), 1.0))
         half = 40
-        origin = (round(centre[0]) - half, round(centre[1]) - half)
+        origin = centred_origin(centre, half)
         patch = stroke_coverage((2 * half + 1, 2 * half + 1), strokes, origin=origin)
         lesions.append(_Lesion("neovascularisation", patch, origin, centre))
     return lesions
-
-
-def _paste(
-    field: FloatArray, patch: FloatArray, origin: tuple[int, int]
-) -> tuple[slice, slice, slice, slice] | None:
-    """Slices of ``field`` and ``patch`` where ``patch`` at ``origin`` overlaps ``field``."""
-    r0, c0 = origin
-    h, w = patch.shape
-    fr0, fc0 = max(r0, 0), max(c0, 0)
-    fr1, fc1 = min(r0 + h, field.shape[0]), min(c0 + w, field.shape[1])
-    if fr1 <= fr0 or fc1 <= fc0:
-        return None
-    return (
-        slice(fr0, fr1),
-        slice(fc0, fc1),
-        slice(fr0 - r0, fr1 - r0),
-        slice(fc0 - c0, fc1 - c0),
-    )
 
 
 #: Per lesion type: the level above which a patch pixel belongs to the lesion's mask.
@@ -708,14 +619,15 @@ def _apply_lesions(
         "neovascularisation": float(rng.uniform(0.7, 0.95)),
     }
     for lesion in lesions:
-        where = _paste(density[lesion.kind], lesion.patch, lesion.origin)
+        where = overlap(shape, lesion.patch.shape, lesion.origin)
         if where is None:
             continue
-        fr, fc, pr, pc = where
-        level = lesion.patch[pr, pc] * strength[lesion.kind] * float(rng.uniform(0.8, 1.15))
+        (fr, fc), part = where
+        patch = lesion.patch[part]
+        level = patch * strength[lesion.kind] * float(rng.uniform(0.8, 1.15))
         region = density[lesion.kind][fr, fc]
         np.maximum(region, level, out=region)
-        own = (lesion.patch[pr, pc] >= _MASK_LEVEL[lesion.kind]).astype(np.uint8)
+        own = (patch >= _MASK_LEVEL[lesion.kind]).astype(np.uint8)
         centre_r = int(np.clip(round(lesion.centre[0]) - fr.start, 0, own.shape[0] - 1))
         centre_c = int(np.clip(round(lesion.centre[1]) - fc.start, 0, own.shape[1] - 1))
         if lesion.kind != "neovascularisation":
@@ -873,8 +785,7 @@ def generate_study(spec: StudySpec) -> GeneratedStudy:
         pixels = np.ascontiguousarray(pixels[:, ::-1])
         masks = {k: np.ascontiguousarray(m[:, ::-1]) for k, m in masks.items()}
         for record in records:
-            r0, c0, r1, c1 = record["box"]
-            record["box"] = [r0, COLUMNS - 1 - c1, r1, COLUMNS - 1 - c0]
+            record["box"] = mirror_box(record["box"], COLUMNS)
             record["centre_rc"][1] = round(column(record["centre_rc"][1]), 2)
 
     series_uid = spec.uid("series", 1)

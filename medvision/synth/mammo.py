@@ -24,19 +24,26 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from pydicom import Dataset, Sequence
+from pydicom.sr.coding import Code
 from pydicom.uid import DigitalMammographyXRayImageStorageForPresentation
 from scipy import ndimage
 
-from medvision.synth.dicom_objects import new_instance, set_pixels
+from medvision.synth.dicom_objects import code_item, new_instance, set_pixels
 from medvision.synth.study import GeneratedStudy, StudySpec
 from medvision.synth.textures import (
     FloatArray,
     bounding_box,
+    centred_origin,
     gaussian_blur,
     grid,
+    logistic,
+    mirror_box,
+    paste,
+    patch_offsets,
     power_law_noise,
     quantise,
     smooth_noise,
+    smoothstep,
     soft_ellipse,
 )
 
@@ -68,13 +75,13 @@ PATIENT_ORIENTATION: dict[tuple[str, str], tuple[str, str]] = {
 }
 
 #: View Code Sequence codes (CID 4014, SNOMED CT).
-VIEW_CODES: dict[str, tuple[str, str]] = {
-    "CC": ("399162004", "cranio-caudal"),
-    "MLO": ("399368009", "medio-lateral oblique"),
+VIEW_CODES: dict[str, Code] = {
+    "CC": Code("399162004", "SCT", "cranio-caudal"),
+    "MLO": Code("399368009", "SCT", "medio-lateral oblique"),
 }
 
 #: Anatomic Region Sequence code of the breast (CID 4013, SNOMED CT).
-BREAST_CODE: tuple[str, str] = ("76752008", "Breast")
+BREAST_CODE = Code("76752008", "SCT", "Breast")
 
 #: Probability, per breast, of a benign circumscribed mass and of coarse calcifications.
 BENIGN_MASS_PROBABILITY = 0.08
@@ -198,23 +205,6 @@ class Lesion:
     offsets: dict[str, float]
 
 
-def _sigmoid(x: FloatArray) -> FloatArray:
-    return (0.5 + 0.5 * np.tanh(0.5 * x)).astype(np.float32)
-
-
-def _smoothstep(x: FloatArray, low: float, high: float) -> FloatArray:
-    t = np.clip((x - low) / (high - low), 0.0, 1.0)
-    return (t * t * (3.0 - 2.0 * t)).astype(np.float32)
-
-
-def _patch_coords(half: int, centre: tuple[float, float]) -> tuple[FloatArray, FloatArray]:
-    """Offsets from ``centre`` of a ``(2 half + 1)``-square patch around its rounded centre."""
-    rows, cols = grid((2 * half + 1, 2 * half + 1))
-    dy = rows - half - (centre[0] - round(centre[0]))
-    dx = cols - half - (centre[1] - round(centre[1]))
-    return dy.astype(np.float32), dx.astype(np.float32)
-
-
 def mass_patch(
     rng: np.random.Generator,
     radius_px: float,
@@ -253,7 +243,7 @@ def mass_patch(
     """
     reach = 3.1 if spicules else 1.0 + 2.0 * lobulation
     half = math.ceil(radius_px * reach) + 4
-    dy, dx = _patch_coords(half, centre)
+    dy, dx = patch_offsets(centre, half)
     orientation = rng.uniform(0, np.pi)
     u = dx * math.cos(orientation) + dy * math.sin(orientation)
     v = (-dx * math.sin(orientation) + dy * math.cos(orientation)) / aspect
@@ -263,7 +253,7 @@ def mass_patch(
     for harmonic in range(2, 11):
         amplitude = lobulation * rng.uniform(0.2, 1.0) / (harmonic - 1) ** 0.4
         boundary += radius_px * amplitude * np.cos(harmonic * theta + rng.uniform(0, 2 * np.pi))
-    core = _sigmoid(((boundary - rho) / max(edge_px, 0.3) * 2.0).astype(np.float32))
+    core = logistic((boundary - rho) / max(edge_px, 0.3) * 2.0)
     dome = np.sqrt(np.clip(1.0 - (rho / np.maximum(boundary, 1.0)) ** 2, 0.0, 1.0))
     profile = core * (0.8 + 0.2 * dome)
     for _ in range(spicules):
@@ -314,31 +304,10 @@ def calcification_cluster_patch(
         shape = shapes[int(rng.integers(len(shapes)))]
         if rng.random() < 0.5:
             shape = shape.T
-        h, w = shape.shape
-        region = specks[row : row + h, col : col + w]
-        np.maximum(
-            region, shape[: region.shape[0], : region.shape[1]] * rng.uniform(0.6, 1.0), out=region
-        )
-    dy, dx = _patch_coords(half, centre)
+        paste(specks, shape * rng.uniform(0.6, 1.0), (row, col), "max")
+    dy, dx = patch_offsets(centre, half)
     region_mask = (np.hypot(dy, dx) <= radius_px + 2.0).astype(np.float32)
     return specks, region_mask
-
-
-def _paste(
-    image: FloatArray, patch: FloatArray, centre: tuple[float, float], maximum: bool = False
-) -> None:
-    """Add ``patch`` into ``image`` (or take the maximum), centred at the rounded ``centre``."""
-    half = patch.shape[0] // 2
-    r0, c0 = round(centre[0]) - half, round(centre[1]) - half
-    rs, cs = max(r0, 0), max(c0, 0)
-    re, ce = min(r0 + patch.shape[0], image.shape[0]), min(c0 + patch.shape[1], image.shape[1])
-    if rs >= re or cs >= ce:
-        return
-    src = patch[rs - r0 : re - r0, cs - c0 : ce - c0]
-    if maximum:
-        np.maximum(image[rs:re, cs:ce], src, out=image[rs:re, cs:ce])
-    else:
-        image[rs:re, cs:ce] += src
 
 
 def _draw_density(rng: np.random.Generator) -> str:
@@ -504,7 +473,7 @@ def _anatomy(
     pectoral = np.zeros(shape, dtype=np.float32)
     if geometry.pectoral_rows > 0:
         border = geometry.pectoral_edge(rows)
-        pectoral = _sigmoid((border - cols) / 1.2) * (rows < geometry.pectoral_rows + 4)
+        pectoral = logistic((border - cols) / 1.2) * (rows < geometry.pectoral_rows + 4)
         pectoral *= breast
 
     # Fibroglandular tissue: power-law clouds plus ducts radiating from the nipple,
@@ -521,20 +490,20 @@ def _anatomy(
     ).astype(np.float32)
     fine = power_law_noise(rng, shape, 2.0)
     envelope = np.exp(-(((x_n - 0.55) / 0.42) ** 2) - (y_n / 0.62) ** 2)
-    ducts = _smoothstep(distance_nipple, 15.0, 90.0)
+    ducts = smoothstep(distance_nipple, 15.0, 90.0)
     potential = 0.75 * texture + 0.4 * ducts * radial + 2.4 * envelope
-    potential -= 3.0 * (1.0 - _smoothstep(skin_distance, 6.0, 36.0))
+    potential -= 3.0 * (1.0 - smoothstep(skin_distance, 6.0, 36.0))
     chest_wall = cols + 12.0 * smooth_noise(rng, (ROWS,), 20.0)[:, None]
-    potential -= 2.0 * (1.0 - _smoothstep(chest_wall, 4.0, 32.0)) + 6.0 * pectoral
+    potential -= 2.0 * (1.0 - smoothstep(chest_wall, 4.0, 32.0)) + 6.0 * pectoral
     inside = (breast > 0) & (pectoral < 0.5)
     threshold = float(np.quantile(potential[inside], 1.0 - dense_fraction))
-    gland = _sigmoid((potential - threshold) / 0.3)
+    gland = logistic((potential - threshold) / 0.3)
     gland *= 0.65 + 0.35 * np.tanh(0.8 * (potential - threshold))
     gland *= breast * (1.0 - pectoral)
 
     # Fat is not uniform: faint lobules and Cooper's ligaments (thin curvilinear strands).
     ligament_field = smooth_noise(rng, shape, 9.0)
-    ligaments = np.exp(-((ligament_field / 0.06) ** 2)) * _smoothstep(skin_distance, 3.0, 15.0)
+    ligaments = np.exp(-((ligament_field / 0.06) ** 2)) * smoothstep(skin_distance, 3.0, 15.0)
     ligaments *= 1.0 - gland
 
     fat_level = _FAT_EDGE + (_FAT - _FAT_EDGE) * thickness
@@ -609,9 +578,10 @@ def _render_lesions(
         else:
             coarse = 1.6 if lesion.kind == "calcification" else 1.0
             strength *= coarse * _CALCIFICATION_CONTRAST * (1.0 - 0.3 * float(local_gland[r, c]))
-        _paste(image, strength * density, centre)
+        origin = centred_origin(centre, density.shape[0] // 2)
+        paste(image, strength * density, origin)
         region = np.zeros(image.shape, dtype=np.float32)
-        _paste(region, outline, centre)
+        paste(region, outline, origin)
         inside = (region > 0.5).astype(np.uint8)
         np.maximum(masks[lesion.malignant], inside, out=masks[lesion.malignant])
         box = bounding_box(inside)
@@ -637,14 +607,6 @@ def _acquire(spec: StudySpec, image: FloatArray, breast: FloatArray, stream: str
     sigma = device.noise * (0.1 + breast * (0.4 + 0.6 * curved))
     noise = gaussian_blur(rng.standard_normal(image.shape).astype(np.float32), 0.5) * 1.8
     return (curved + sigma * noise).astype(np.float32)
-
-
-def _code_item(value: str, meaning: str) -> Dataset:
-    item = Dataset()
-    item.CodeValue = value
-    item.CodingSchemeDesignator = "SCT"
-    item.CodeMeaning = meaning
-    return item
 
 
 def _dataset(
@@ -673,8 +635,8 @@ def _dataset(
     # DX Anatomy Imaged (C.8.11.2) and Mammography Image (C.8.11.7).
     ds.ImageLaterality = laterality
     ds.PatientOrientation = list(PATIENT_ORIENTATION[(laterality, view)])
-    ds.AnatomicRegionSequence = Sequence([_code_item(*BREAST_CODE)])
-    view_item = _code_item(*VIEW_CODES[view])
+    ds.AnatomicRegionSequence = Sequence([code_item(BREAST_CODE)])
+    view_item = code_item(VIEW_CODES[view])
     view_item.ViewModifierCodeSequence = Sequence([])
     ds.ViewCodeSequence = Sequence([view_item])
     ds.ViewPosition = view
@@ -817,7 +779,7 @@ def generate_study(spec: StudySpec) -> GeneratedStudy:
             acquired, breast = np.fliplr(acquired), np.fliplr(breast)
             malignant, benign = np.fliplr(malignant), np.fliplr(benign)
             centres = [[r, COLUMNS - 1 - c] for r, c in centres]
-            boxes = [[r0, COLUMNS - 1 - c1, r1, COLUMNS - 1 - c0] for r0, c0, r1, c1 in boxes]
+            boxes = [mirror_box(box, COLUMNS) for box in boxes]
         pixels = quantise(np.ascontiguousarray(acquired), spec.device.bits_stored, invert=invert)
         ds = _dataset(spec, geometry, pixels, breast, series_uid, number)
         instances.append(ds)
