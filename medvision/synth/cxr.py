@@ -61,10 +61,10 @@ class _Thorax:
 
     def __init__(self, rng: np.random.Generator, female: bool) -> None:
         self.female = female
-        self.centre_col = 256.0 + rng.normal(0.0, 4.0)
-        self.half_width = rng.uniform(150.0, 175.0)  # inner rib margin, pixels
-        self.apex_row = rng.uniform(70.0, 90.0)
-        self.base_row_right = rng.uniform(375.0, 405.0)  # right hemidiaphragm (image left)
+        self.centre_col = 256.0 + rng.normal(0.0, 8.0)
+        self.half_width = rng.uniform(140.0, 180.0)  # inner rib margin, pixels
+        self.apex_row = rng.uniform(60.0, 95.0)
+        self.base_row_right = rng.uniform(345.0, 415.0)  # right hemidiaphragm (image left)
         self.base_row_left = self.base_row_right + rng.uniform(5.0, 18.0)
         self.dome_height = rng.uniform(25.0, 40.0)
         self.rib_spacing = (self.base_row_right - self.apex_row) / 9.5
@@ -171,7 +171,9 @@ def _effusion(
     """Fluid at the base of one lung, its meniscus rising towards the lateral wall."""
     rows, cols = coords
     base = th.base_row_right if side < 0 else th.base_row_left
-    depth = rng.uniform(25.0, 90.0)
+    # Mostly small effusions: the fluid level sits at or a little above the dome, and the
+    # meniscus fills the costophrenic angle.
+    depth = rng.uniform(-15.0, 30.0)
     lateral = np.clip(side * (cols - th.centre_col) / th.half_width, 0.0, 1.2)
     meniscus = base - th.dome_height - depth + 30.0 * lateral**2 * -1.0
     fluid = logistic((rows - meniscus) / 4.0)
@@ -230,9 +232,9 @@ def _render(spec: StudySpec) -> tuple[FloatArray, dict[str, FloatArray], dict[st
 
     lung_r, lung_l = _lung_masks(th, coords)
     heart_ratio = (
-        findings_rng.uniform(0.53, 0.64)
+        findings_rng.uniform(0.505, 0.60)
         if labels["cardiomegaly"]
-        else findings_rng.uniform(0.36, 0.46)
+        else findings_rng.uniform(0.40, 0.495)
     )
     thoracic_width = 2 * th.half_width
     magnification = 1.08 if view == "AP" else 1.0
@@ -302,7 +304,7 @@ def _render(spec: StudySpec) -> tuple[FloatArray, dict[str, FloatArray], dict[st
         fluid = np.zeros(SHAPE, dtype=np.float32)
         for side, lung in chosen:
             fluid = np.maximum(fluid, _effusion(th, findings_rng, lung, side, coords))
-        image += 0.30 * min(1.0, 0.5 + 0.5 * contrast) * fluid * lungs
+        image += 0.22 * min(1.0, 0.5 + 0.5 * contrast) * fluid * lungs
         masks["pleural_effusion"] = (fluid > 0.5).astype(np.float32)
         lesions.append(
             {"finding": "pleural_effusion", "sides": ["R" if s < 0 else "L" for s, _ in chosen]}
