@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import difflib
 from enum import StrEnum
+
+from medvision.choices import parse_choice
 
 
 class Modality(StrEnum):
@@ -18,25 +19,12 @@ class Modality(StrEnum):
     def parse(cls, text: str) -> Modality:
         """Parse a modality name, with a "did you mean" hint for near misses.
 
-        Parameters
-        ----------
-        text
-            A modality name such as ``"cxr"``.
-
         Raises
         ------
         ValueError
             If ``text`` names no modality.
         """
-        try:
-            return cls(text.strip().lower())
-        except ValueError:
-            names = [m.value for m in cls]
-            close = difflib.get_close_matches(text.strip().lower(), names, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise ValueError(
-                f"unknown modality '{text}': expected one of {', '.join(names)}.{hint}"
-            ) from None
+        return parse_choice(cls, text, "modality")
 
 
 #: Per modality, the binary findings reported (manifest columns, model outputs).

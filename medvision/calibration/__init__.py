@@ -1,0 +1,1 @@
+"""Calibration: calibrated probabilities (temperature, Platt, isotonic), metrics, thresholds."""

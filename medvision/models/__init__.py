@@ -1,0 +1,1 @@
+"""Models: the registry (labels, input spec, thresholds, weights and their hash) and networks."""

@@ -1,0 +1,233 @@
+"""The model registry: what each model is, how to feed it, and how far to trust its weights.
+
+An entry is a JSON file beside its weights file. It records the model's name,
+version, modality, findings, task, network description, transform chain,
+operating thresholds, calibration parameters, model card, and the SHA-256 of the
+weights file. Loading a model verifies that hash first and then reads the
+weights with ``torch.load(weights_only=True)``, so a tampered or truncated file
+is refused and no pickled code is ever run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from medvision.modality import FINDINGS, Modality
+from medvision.models.networks import build_network
+
+#: Where the bundled weights and their registry entries live.
+BUNDLED_WEIGHTS = Path(__file__).parent / "weights"
+
+
+class Task(StrEnum):
+    """What a model's output means."""
+
+    CLASSIFICATION = "classification"
+    SEGMENTATION = "segmentation"
+
+
+class RegistryError(ValueError):
+    """A registry entry that cannot be used (malformed, or naming unknown findings)."""
+
+
+class WeightsIntegrityError(RegistryError):
+    """A weights file whose SHA-256 differs from the registry's, or that is missing."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model of the registry.
+
+    Attributes
+    ----------
+    name, version
+        Model name and version (reported with every finding).
+    modality
+        The modality the model serves.
+    findings
+        Output channels in order (for segmentation: the finding derived from the mask).
+    task
+        Classification (one logit per finding) or segmentation (a mask).
+    network
+        Description for :func:`medvision.models.networks.build_network`.
+    transforms
+        Name and parameters of the transform chain that prepares the input.
+    input_size
+        Spatial size the network expects (a patch size for sliding-window models).
+    thresholds
+        Per finding, the operating threshold on the calibrated probability.
+    calibration
+        Per finding, the calibrator's parameters (``medvision.calibration``).
+    weights_file
+        File name of the weights, relative to the entry's folder.
+    weights_sha256
+        Hex SHA-256 of the weights file.
+    model_card
+        Path of the model card, relative to the repository's ``docs/``.
+    """
+
+    name: str
+    version: str
+    modality: Modality
+    findings: tuple[str, ...]
+    task: Task
+    network: dict[str, Any]
+    transforms: dict[str, Any]
+    input_size: tuple[int, ...]
+    thresholds: dict[str, float] = field(default_factory=dict)
+    calibration: dict[str, dict[str, Any]] = field(default_factory=dict)
+    weights_file: str = ""
+    weights_sha256: str = ""
+    model_card: str = ""
+
+    def __post_init__(self) -> None:
+        """Check the entry against the modality's findings and its own thresholds."""
+        unknown = [f for f in self.findings if f not in FINDINGS[self.modality]]
+        if unknown:
+            raise RegistryError(
+                f"model {self.name}: finding(s) {', '.join(unknown)} are not "
+                f"{self.modality.value} findings ({', '.join(FINDINGS[self.modality])})"
+            )
+        for finding, threshold in self.thresholds.items():
+            if finding not in self.findings:
+                raise RegistryError(f"model {self.name}: threshold for unknown finding {finding}")
+            if not 0.0 <= threshold <= 1.0:
+                raise RegistryError(
+                    f"model {self.name}: threshold of {finding} must be in [0, 1], got {threshold}"
+                )
+
+    def to_json(self) -> str:
+        """Return the entry as JSON text."""
+        document = asdict(self)
+        document["modality"] = self.modality.value
+        document["task"] = self.task.value
+        return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_mapping(cls, document: Mapping[str, Any]) -> ModelEntry:
+        """Build an entry from parsed JSON.
+
+        Raises
+        ------
+        RegistryError
+            For a missing or unknown key, or a value of the wrong kind.
+        """
+        fields = set(cls.__dataclass_fields__)
+        unknown = sorted(set(document) - fields)
+        if unknown:
+            raise RegistryError(f"unknown registry key(s): {', '.join(unknown)}")
+        try:
+            values = dict(document)
+            values["modality"] = Modality.parse(str(values["modality"]))
+            values["task"] = Task(values["task"])
+            values["findings"] = tuple(values["findings"])
+            values["input_size"] = tuple(int(v) for v in values["input_size"])
+            values["thresholds"] = {k: float(v) for k, v in values.get("thresholds", {}).items()}
+            return cls(**values)
+        except (KeyError, TypeError, ValueError) as error:
+            if isinstance(error, RegistryError):
+                raise
+            raise RegistryError(f"malformed registry entry: {error}") from None
+
+
+def sha256_of(path: Path) -> str:
+    """Return the hex SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_entry(path: Path) -> ModelEntry:
+    """Read one registry entry (``<name>.json``).
+
+    Raises
+    ------
+    RegistryError
+        If the file is not valid JSON or not a valid entry (the message names it).
+    """
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise RegistryError(f"{path}: not valid JSON ({error})") from None
+    try:
+        return ModelEntry.from_mapping(document)
+    except RegistryError as error:
+        raise RegistryError(f"{path}: {error}") from None
+
+
+def load_registry(directory: Path = BUNDLED_WEIGHTS) -> dict[str, ModelEntry]:
+    """Return every entry in ``directory``, by model name."""
+    entries = [read_entry(path) for path in sorted(directory.glob("*.json"))]
+    return {entry.name: entry for entry in entries}
+
+
+def load_state_dict(entry: ModelEntry, directory: Path) -> dict[str, torch.Tensor]:
+    """Verify the weights file's SHA-256, then load it with ``weights_only=True``.
+
+    Raises
+    ------
+    WeightsIntegrityError
+        If the file is missing or its hash differs from the entry's.
+    """
+    path = directory / entry.weights_file
+    if not path.is_file():
+        raise WeightsIntegrityError(f"model {entry.name}: weights file {path} is missing")
+    actual = sha256_of(path)
+    if actual != entry.weights_sha256:
+        raise WeightsIntegrityError(
+            f"model {entry.name}: {path} has SHA-256 {actual}, registry expects "
+            f"{entry.weights_sha256}; refusing to load"
+        )
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return {
+        key: value.float() if value.is_floating_point() else value for key, value in state.items()
+    }
+
+
+def load_model(entry: ModelEntry, directory: Path = BUNDLED_WEIGHTS) -> nn.Module:
+    """Build the entry's network, load its verified weights, and put it in eval mode."""
+    network = build_network(entry.network)
+    network.load_state_dict(load_state_dict(entry, directory))
+    network.eval()
+    return network
+
+
+def save_model(network: nn.Module, entry: ModelEntry, directory: Path) -> ModelEntry:
+    """Write the network's weights (fp16) and the entry with their SHA-256.
+
+    Parameters
+    ----------
+    network
+        The trained network.
+    entry
+        Its registry entry; ``weights_file`` defaults to ``<name>.pt``.
+    directory
+        Where to write ``<weights_file>`` and ``<name>.json``.
+
+    Returns
+    -------
+    ModelEntry
+        The entry as written, with ``weights_file`` and ``weights_sha256`` filled in.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    weights_file = entry.weights_file or f"{entry.name}.pt"
+    state = {
+        key: value.detach().to("cpu").half() if value.is_floating_point() else value.to("cpu")
+        for key, value in network.state_dict().items()
+    }
+    path = directory / weights_file
+    torch.save(state, path)
+    written = replace(entry, weights_file=weights_file, weights_sha256=sha256_of(path))
+    (directory / f"{entry.name}.json").write_text(written.to_json(), encoding="utf-8")
+    return written

@@ -1,0 +1,1 @@
+"""Training: imbalance-aware loss weights and samplers (losses themselves come from MONAI)."""
