@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 from medvision.choices import parse_choice
 
@@ -35,6 +36,14 @@ FINDINGS: dict[Modality, tuple[str, ...]] = {
     Modality.CT: ("nodule",),
 }
 
+#: The four views of a screening mammogram, in medvision's order: (ImageLaterality, ViewPosition).
+MAMMOGRAPHY_VIEWS: tuple[tuple[str, str], ...] = (
+    ("R", "CC"),
+    ("L", "CC"),
+    ("R", "MLO"),
+    ("L", "MLO"),
+)
+
 #: Per modality, further ground-truth columns that are not binary findings.
 EXTRA_COLUMNS: dict[Modality, tuple[str, ...]] = {
     Modality.CXR: (),
@@ -42,6 +51,12 @@ EXTRA_COLUMNS: dict[Modality, tuple[str, ...]] = {
     Modality.MAMMO: ("breast_density",),
     Modality.CT: ("largest_nodule_mm",),
 }
+
+
+def mammography_view_rank(ds: Any) -> int:
+    """Return a mammography image's place in :data:`MAMMOGRAPHY_VIEWS` (unknown views last)."""
+    key = (str(getattr(ds, "ImageLaterality", "")), str(getattr(ds, "ViewPosition", "")))
+    return MAMMOGRAPHY_VIEWS.index(key) if key in MAMMOGRAPHY_VIEWS else len(MAMMOGRAPHY_VIEWS)
 
 
 def all_findings() -> tuple[str, ...]:

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from medvision.data.manifest import ManifestRow, resolve
 from medvision.dicom.reading import iter_files, pixel_values, read_instance
-from medvision.modality import FINDINGS, Modality
+from medvision.modality import FINDINGS, Modality, mammography_view_rank
 
 #: Side of the down-sampled image (and of the CT volume).
 SIDE = 32
@@ -71,8 +71,7 @@ def study_features(row: ManifestRow, manifest_path: Path) -> NDArray[np.float32]
         volume = np.stack([pixel_values(ds) for ds in datasets])
         return _pool(np.clip((volume + 1000.0) / 1400.0, 0.0, 1.0).astype(np.float32))
     if row.modality == Modality.MAMMO:
-        order = {("R", "CC"): 0, ("L", "CC"): 1, ("R", "MLO"): 2, ("L", "MLO"): 3}
-        datasets.sort(key=lambda ds: order.get((ds.ImageLaterality, ds.ViewPosition), 4))
+        datasets.sort(key=mammography_view_rank)
     parts: list[NDArray[np.float32]] = []
     for ds in datasets:
         values = _normalise(pixel_values(ds))

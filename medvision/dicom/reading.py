@@ -6,12 +6,13 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels.processing import apply_modality_lut
+from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut
 
 from medvision.modality import Modality
 
@@ -126,6 +127,25 @@ def age_in_years(ds: Dataset) -> int | None:
     return None
 
 
+def _decoded_pixels(ds: Dataset) -> NDArray[Any]:
+    """Return the stored pixel values of ``ds`` (decompressed by pydicom).
+
+    Raises
+    ------
+    DicomReadError
+        If the pixel data cannot be decoded (corrupt, or an unsupported transfer syntax).
+    """
+    try:
+        return np.asarray(ds.pixel_array)
+    except Exception as error:  # pydicom raises many types for undecodable data
+        meta = getattr(ds, "file_meta", None)
+        syntax = meta.get("TransferSyntaxUID", "unknown") if meta is not None else "unknown"
+        raise DicomReadError(
+            f"pixel data of {ds.get('SOPInstanceUID', '?')} cannot be decoded "
+            f"(transfer syntax {syntax}): {error}"
+        ) from None
+
+
 def pixel_values(ds: Dataset) -> NDArray[np.float32]:
     """Return the pixel data in physical units, MONOCHROME1 turned into MONOCHROME2.
 
@@ -138,15 +158,7 @@ def pixel_values(ds: Dataset) -> NDArray[np.float32]:
     DicomReadError
         If the pixel data cannot be decoded (corrupt, or an unsupported transfer syntax).
     """
-    try:
-        raw = ds.pixel_array
-    except Exception as error:  # pydicom raises many types for undecodable data
-        meta = getattr(ds, "file_meta", None)
-        syntax = meta.get("TransferSyntaxUID", "unknown") if meta is not None else "unknown"
-        raise DicomReadError(
-            f"pixel data of {ds.get('SOPInstanceUID', '?')} cannot be decoded "
-            f"(transfer syntax {syntax}): {error}"
-        ) from None
+    raw = _decoded_pixels(ds)
     if int(ds.get("SamplesPerPixel", 1)) > 1:
         return np.asarray(raw, dtype=np.float32)
     values = np.asarray(apply_modality_lut(raw, ds), dtype=np.float32)
@@ -156,3 +168,37 @@ def pixel_values(ds: Dataset) -> NDArray[np.float32]:
         intercept = float(ds.get("RescaleIntercept", 0.0))
         values = (2**bits - 1) * slope + 2 * intercept - values
     return values
+
+
+def presentation_values(ds: Dataset) -> NDArray[np.float32]:
+    """Return grayscale pixel data as it is meant to be displayed, scaled to ``[0, 1]``.
+
+    Follows the grayscale pipeline (PS3.4 N.2.1): the Modality LUT or rescale
+    (PS3.3 C.11.1), then the first VOI LUT or window (PS3.3 C.11.2; a VOI LUT
+    Sequence wins over a window, as in pydicom's ``apply_voi_lut``). The result is
+    scaled so that the lowest and highest storable values map to 0 and 1, and
+    MONOCHROME1 is inverted last, because its minimum is displayed white *after*
+    the VOI transformation (PS3.3 C.7.6.3.1.2). Without a VOI LUT or window the
+    modality values are scaled the same way.
+
+    Raises
+    ------
+    DicomReadError
+        If the pixel data cannot be decoded, or the image is not grayscale.
+    """
+    if int(ds.get("SamplesPerPixel", 1)) > 1:
+        raise DicomReadError(
+            f"{ds.get('SOPInstanceUID', '?')}: presentation values need a grayscale image, "
+            f"got {ds.get('SamplesPerPixel')} samples per pixel"
+        )
+    raw = _decoded_pixels(ds)
+    bits = int(ds.get("BitsStored", 16))
+    signed = int(ds.get("PixelRepresentation", 0)) == 1
+    storable = np.array([-(2 ** (bits - 1)), 2 ** (bits - 1) - 1] if signed else [0, 2**bits - 1])
+    ends = np.asarray(apply_voi_lut(apply_modality_lut(storable, ds), ds), dtype=np.float64)
+    values = np.asarray(apply_voi_lut(apply_modality_lut(raw, ds), ds), dtype=np.float64)
+    low, high = float(ends.min()), float(ends.max())
+    scaled = np.clip((values - low) / max(high - low, 1e-12), 0.0, 1.0)
+    if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
+        scaled = 1.0 - scaled
+    return scaled.astype(np.float32)

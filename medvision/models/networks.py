@@ -7,7 +7,6 @@ rebuilt exactly before its weights are loaded.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -15,6 +14,8 @@ from monai.networks.nets.basic_unet import BasicUNet
 from monai.networks.nets.densenet import DenseNet
 from monai.networks.nets.unet import UNet
 from torch import nn
+
+from medvision.choices import did_you_mean
 
 
 def _densenet(spatial_dims: int, in_channels: int, out_channels: int, **options: Any) -> nn.Module:
@@ -56,8 +57,7 @@ def build_network(description: Mapping[str, Any]) -> nn.Module:
     options = dict(description)
     name = str(options.pop("architecture", ""))
     if name not in ARCHITECTURES:
-        close = difflib.get_close_matches(name, list(ARCHITECTURES), n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
+        hint = did_you_mean(name, ARCHITECTURES)
         known = ", ".join(sorted(ARCHITECTURES))
         raise ValueError(f"unknown architecture '{name}' (known: {known}).{hint}")
     missing = [k for k in ("spatial_dims", "in_channels", "out_channels") if k not in options]

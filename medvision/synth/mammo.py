@@ -28,6 +28,7 @@ from pydicom.sr.coding import Code
 from pydicom.uid import DigitalMammographyXRayImageStorageForPresentation
 from scipy import ndimage
 
+from medvision.modality import MAMMOGRAPHY_VIEWS
 from medvision.synth.dicom_objects import code_item, new_instance, set_pixels
 from medvision.synth.study import GeneratedStudy, StudySpec
 from medvision.synth.textures import (
@@ -52,7 +53,7 @@ DEFAULT_PREVALENCE: dict[str, float] = {"malignancy": 0.04}
 ROWS, COLUMNS = 512, 384
 
 #: Views in acquisition (and instance number) order: (ImageLaterality, ViewPosition).
-VIEWS: tuple[tuple[str, str], ...] = (("R", "CC"), ("L", "CC"), ("R", "MLO"), ("L", "MLO"))
+VIEWS: tuple[tuple[str, str], ...] = MAMMOGRAPHY_VIEWS
 
 #: BI-RADS breast composition categories (5th edition) and their share of screened women.
 DENSITY_SHARES: dict[str, float] = {"A": 0.10, "B": 0.40, "C": 0.40, "D": 0.10}

@@ -16,11 +16,10 @@ from pydicom import Dataset
 
 from medvision.data.manifest import ManifestRow, resolve
 from medvision.dicom.reading import iter_files, pixel_values, read_instance
-from medvision.modality import Modality
+from medvision.modality import Modality, mammography_view_rank
 
 #: CT lung window (centre, width) in HU.
 LUNG_WINDOW = (-600.0, 1500.0)
-_VIEW_ORDER = {("R", "CC"): 0, ("L", "CC"): 1, ("R", "MLO"): 2, ("L", "MLO"): 3}
 
 
 def display_image(ds: Dataset) -> NDArray[np.float32]:
@@ -58,7 +57,7 @@ def study_picture(row: ManifestRow, manifest_path: Path) -> NDArray[np.float32]:
     if row.modality == Modality.CT:
         return _ct_slice(datasets, annotations)
     if row.modality == Modality.MAMMO:
-        datasets.sort(key=lambda ds: _VIEW_ORDER.get((ds.ImageLaterality, ds.ViewPosition), 4))
+        datasets.sort(key=mammography_view_rank)
         return np.concatenate([display_image(ds) for ds in datasets], axis=1)
     return display_image(datasets[0])
 

@@ -1,0 +1,279 @@
+"""What every modality's transform chain shares.
+
+A chain is a frozen dataclass of its parameters: :meth:`TransformChain.build`
+composes the MONAI dictionary transforms once per model, and
+:meth:`TransformChain.describe` gives the JSON-serialisable name, version and
+parameters the model registry stores with a model. :func:`to_original_grid` maps
+a map in model-input space (a heatmap, a predicted mask) back onto the source
+image's pixel grid with MONAI's ``Invertd``, which replays the inverse of every
+invertible step the image went through (MONAI "Invertible transforms" and
+``monai.transforms.Invertd`` documentation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from enum import Enum, StrEnum
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import torch
+from monai.data.meta_tensor import MetaTensor
+from monai.transforms.compose import Compose
+from monai.transforms.croppad.dictionary import SpatialPadd
+from monai.transforms.intensity.dictionary import RandScaleIntensityd, RandShiftIntensityd
+from monai.transforms.post.dictionary import Invertd
+from monai.transforms.spatial.dictionary import RandAffined
+from monai.transforms.transform import Transform
+from monai.transforms.utility.dictionary import EnsureTyped
+from numpy.typing import NDArray
+
+from medvision.choices import parse_choice
+from medvision.modality import Modality
+from medvision.transforms.loading import IMAGE_KEY, LoadMasksd, LoadStudyd
+from medvision.transforms.spatial import ResizeToFitd
+
+#: Interpolation of images in the spatial steps (masks always use nearest neighbour).
+IMAGE_INTERPOLATION = "bilinear"
+MASK_INTERPOLATION = "nearest"
+
+
+class MapKind(StrEnum):
+    """How a map's values are carried back to the original grid.
+
+    ``label``: nearest neighbour (masks and label maps keep their values).
+    ``continuous``: the chain's own interpolation (heatmaps, probabilities).
+    """
+
+    LABEL = "label"
+    CONTINUOUS = "continuous"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformChain:
+    """Base of the modality chains: parameters as fields, a name and a version.
+
+    Subclasses set :attr:`name` (the modality), :attr:`modality` and
+    :attr:`mask_names`, bump :attr:`version` when their steps change, and
+    implement :meth:`steps`.
+    """
+
+    name: ClassVar[str] = ""
+    modality: ClassVar[Modality]
+    version: ClassVar[int] = 1
+    #: Mask names (ground-truth NPZ) loaded by default when a mask key is given.
+    mask_names: ClassVar[tuple[str, ...]] = ()
+
+    def steps(self, training: bool, keys: list[str], modes: list[str]) -> list[Transform]:
+        """Return the modality's steps after loading (subclasses implement it).
+
+        ``keys`` are moved together with the interpolation ``modes``: the image,
+        then the mask when there is one.
+        """
+        raise NotImplementedError
+
+    def build(
+        self,
+        training: bool,
+        *,
+        mask_key: str | None = None,
+        mask_names: Sequence[str] | None = None,
+    ) -> Compose:
+        """Compose the chain once: load the study, the modality's steps, float32 output.
+
+        Parameters
+        ----------
+        training
+            Add the random augmentation (and, for CT, patch sampling).
+        mask_key
+            Also load the ground-truth masks (item key ``masks``) into this key;
+            they get the same spatial steps, with nearest-neighbour interpolation.
+        mask_names
+            Which masks, one channel each (default :attr:`mask_names`).
+        """
+        keys, modes = spatial_keys(mask_key)
+        steps: list[Transform] = [LoadStudyd(self.modality)]
+        if mask_key is not None:
+            names = self.mask_names if mask_names is None else tuple(mask_names)
+            steps.append(LoadMasksd(names, mask_key=mask_key))
+        steps += self.steps(training, keys, modes)
+        steps.append(EnsureTyped(keys, dtype=torch.float32))
+        return Compose(steps)
+
+    @classmethod
+    def build_default(
+        cls,
+        training: bool,
+        chain: Self | None = None,
+        *,
+        mask_key: str | None = None,
+        mask_names: Sequence[str] | None = None,
+    ) -> Compose:
+        """Compose the chain with ``chain``'s parameters (the defaults when None).
+
+        Each modality module exposes this as ``build_transforms``; the other
+        arguments are :meth:`build`'s.
+        """
+        return (chain or cls()).build(training, mask_key=mask_key, mask_names=mask_names)
+
+    def describe(self) -> dict[str, Any]:
+        """Return the chain's name, version and parameters, JSON-serialisable."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "parameters": _plain(dataclasses.asdict(self)),
+        }
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, Any]) -> Self:
+        """Rebuild a chain from :meth:`describe`'s ``parameters`` (lists become tuples).
+
+        Raises
+        ------
+        ValueError
+            For a parameter the chain does not have, or a value it refuses.
+        """
+        known = [field.name for field in dataclasses.fields(cls)]
+        unknown = sorted(set(parameters) - set(known))
+        if unknown:
+            raise ValueError(
+                f"{cls.name} chain has no parameter(s) {', '.join(unknown)}; "
+                f"it has {', '.join(known)}"
+            )
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in parameters.items()})
+
+
+def spatial_keys(mask_key: str | None) -> tuple[list[str], list[str]]:
+    """Return the keys spatial steps move together and their interpolation modes."""
+    if mask_key is None:
+        return [IMAGE_KEY], [IMAGE_INTERPOLATION]
+    return [IMAGE_KEY, mask_key], [IMAGE_INTERPOLATION, MASK_INTERPOLATION]
+
+
+def fit_and_pad(
+    keys: list[str], modes: list[str], size: Sequence[int], pad_method: str = "symmetric"
+) -> list[Transform]:
+    """Return the steps that resize to fit ``size`` (aspect kept) and zero-pad to it.
+
+    Images are resized with anti-aliasing (a Gaussian before down-sampling),
+    masks with nearest neighbour and none. ``pad_method`` is MONAI's:
+    ``symmetric`` centres the image, ``end`` keeps its first row and column.
+    """
+    anti_aliasing = [mode != MASK_INTERPOLATION for mode in modes]
+    return [
+        ResizeToFitd(keys, size, mode=modes, anti_aliasing=anti_aliasing),
+        SpatialPadd(keys, size, method=pad_method),
+    ]
+
+
+def random_affine(
+    keys: list[str], modes: list[str], probability: float, rotate_degrees: float, zoom: float
+) -> Transform:
+    """Return a random in-plane rotation (up to ``rotate_degrees``) and zoom (up to ``zoom``)."""
+    return RandAffined(
+        keys,
+        prob=probability,
+        rotate_range=math.radians(rotate_degrees),
+        scale_range=zoom,
+        mode=modes,
+        padding_mode="zeros",
+    )
+
+
+def intensity_jitter(fraction: float, probability: float) -> list[Transform]:
+    """Return a random relative intensity scale and a random shift, each up to ``fraction``."""
+    return [
+        RandScaleIntensityd(IMAGE_KEY, factors=fraction, prob=probability),
+        RandShiftIntensityd(IMAGE_KEY, offsets=fraction, prob=probability),
+    ]
+
+
+def check_positive(name: str, values: Sequence[float]) -> None:
+    """Refuse a parameter with a value that is not positive.
+
+    Raises
+    ------
+    ValueError
+        Naming the parameter.
+    """
+    if any(not v > 0 for v in values):
+        raise ValueError(f"{name} must be positive, got {tuple(values)}")
+
+
+def to_original_grid(
+    values: torch.Tensor | NDArray[Any],
+    item: Mapping[str, Any],
+    transforms: Compose,
+    kind: MapKind | str = MapKind.CONTINUOUS,
+    image_key: str = IMAGE_KEY,
+) -> NDArray[np.float32]:
+    """Map a model-input-space map back onto the source image's pixel grid.
+
+    Undoes, in reverse order, every invertible step ``item[image_key]`` went
+    through in ``transforms`` (resize and padding, crop, laterality flip; for CT
+    spacing and orientation, resampling back to the DICOM grid). The result is on
+    the grid :class:`~medvision.transforms.loading.LoadStudyd` loaded: ``(rows,
+    columns)`` of the DICOM image, or CT ``(slices, rows, columns)`` in the order
+    of ``meta["sop_instance_uids"]``.
+
+    Parameters
+    ----------
+    values
+        ``(channels, *spatial)`` or ``(*spatial)``, with the spatial shape of
+        ``item[image_key]``.
+    item
+        The transformed item (one view for mammography) whose image the map belongs to.
+    transforms
+        The chain that produced ``item`` (built with ``training=False``).
+    kind
+        How values are interpolated (:class:`MapKind`).
+    image_key
+        Key of the transformed image in ``item``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(channels, *original spatial shape)``, float32.
+
+    Raises
+    ------
+    ValueError
+        If the map's spatial shape differs from the transformed image's, or the
+        result's from the source image's (``transforms`` did not produce ``item``).
+    """
+    image = item[image_key]
+    if not isinstance(image, MetaTensor):
+        raise ValueError(f"item['{image_key}'] is not a MetaTensor: it carries no trace to invert")
+    raw = values.as_tensor() if isinstance(values, MetaTensor) else values
+    tensor = torch.as_tensor(raw, dtype=torch.float32).detach().cpu()
+    spatial = tuple(image.shape[1:])
+    if tuple(tensor.shape) == spatial:
+        tensor = tensor[None]
+    if tuple(tensor.shape[1:]) != spatial:
+        raise ValueError(f"map of shape {tuple(tensor.shape)} does not fit the image's {spatial}")
+    nearest = parse_choice(MapKind, kind, "map kind") == MapKind.LABEL
+    inverter = Invertd(
+        keys="map", transform=transforms, orig_keys=image_key, nearest_interp=nearest
+    )
+    # A fresh MetaTensor: Invertd then replays the image's trace, not one of the map's own.
+    inverted = inverter({image_key: image, "map": MetaTensor(tensor)})["map"]
+    result = np.asarray(torch.as_tensor(inverted).detach().cpu(), dtype=np.float32)
+    original = tuple(int(s) for s in image.meta.get("original_shape", result.shape[1:]))
+    if tuple(result.shape[1:]) != original:
+        raise ValueError(
+            f"mapping back gave shape {tuple(result.shape[1:])}, the source image is {original}: "
+            "were the transforms the ones that produced the item?"
+        )
+    return result

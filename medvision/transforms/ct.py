@@ -1,0 +1,170 @@
+"""Chest CT transform chain: HU window, RAS orientation, fixed spacing, patch sampling.
+
+Steps (dictionary transforms, image and optional mask together):
+
+1. :class:`~medvision.transforms.loading.LoadStudyd`: the series in HU as
+   ``(1, slices, rows, columns)`` with its RAS affine from the DICOM geometry;
+2. ``Orientationd`` to RAS: array axes 0, 1 and 2 run towards the patient's right,
+   anterior and superior (MONAI axis codes);
+3. ``Spacingd`` to :data:`SPACING_MM` (trilinear for the image, nearest for masks);
+4. HU window: clip to the named window (:class:`CtWindow`, default
+   ``lung_nodule``, [-1000, 400] HU) and scale it to ``[0, 1]``;
+5. training only: pad to at least :data:`ROI_SIZE`, then sample patches of
+   :data:`ROI_SIZE` — ``RandCropByPosNegLabeld`` (half centred on a mask voxel)
+   when a mask key is given, ``RandSpatialCropSamplesd`` otherwise — and mild
+   intensity scaling and shifting. Each training item becomes a list of patches.
+
+Inference runs on the whole resampled volume with :func:`sliding_window_inferer`.
+
+Why 2 mm isotropic: the phantom devices acquire 2.2-2.4 mm pixels and 2.5-3 mm
+slices, so 2 mm is finer than every native axis (resampling never discards
+detail), makes voxels isotropic for 3-D convolutions, keeps the smallest
+nodules (4 mm) two voxels wide, and keeps a 350-384 mm x 160 mm phantom volume at
+about 176-192 x 176-192 x 80 voxels, cheap on a CPU. (Real thin-slice CT at 0.7 mm is
+down-sampled to the same grid; pick 1 mm there if the model needs it.)
+
+Output: ``image`` float32 ``(1, X, Y, Z)`` in ``[0, 1]``, RAS, 2 mm voxels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from enum import StrEnum
+
+from monai.inferers.inferer import SlidingWindowInferer
+from monai.transforms.croppad.dictionary import (
+    RandCropByPosNegLabeld,
+    RandSpatialCropSamplesd,
+    SpatialPadd,
+)
+from monai.transforms.intensity.dictionary import ScaleIntensityRanged
+from monai.transforms.spatial.dictionary import Orientationd, Spacingd
+from monai.transforms.transform import Transform
+
+from medvision.choices import parse_choice
+from medvision.modality import Modality
+from medvision.transforms.chain import TransformChain, check_positive, intensity_jitter
+from medvision.transforms.loading import IMAGE_KEY
+
+#: Target voxel spacing in mm (RAS axes), see the module docstring.
+SPACING_MM: tuple[float, float, float] = (2.0, 2.0, 2.0)
+#: Patch size (voxels, RAS axes) for training and sliding-window inference: 192 x 192 x 128 mm.
+ROI_SIZE: tuple[int, int, int] = (96, 96, 64)
+#: Input channels.
+CHANNELS = 1
+#: Canonical orientation (MONAI axis codes).
+ORIENTATION = "RAS"
+#: Masks of the phantoms' ground truth, in channel order.
+MASK_NAMES: tuple[str, ...] = ("nodule",)
+
+
+class CtWindow(StrEnum):
+    """Named HU windows (lower and upper HU in :data:`WINDOWS_HU`)."""
+
+    LUNG_NODULE = "lung_nodule"
+    LUNG = "lung"
+    MEDIASTINUM = "mediastinum"
+
+
+#: HU range of each window: air to just above soft tissue for nodules; the usual
+#: lung (centre -600, width 1500) and mediastinal (centre 40, width 400) windows.
+WINDOWS_HU: dict[CtWindow, tuple[float, float]] = {
+    CtWindow.LUNG_NODULE: (-1000.0, 400.0),
+    CtWindow.LUNG: (-1350.0, 150.0),
+    CtWindow.MEDIASTINUM: (-160.0, 240.0),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class CtTransforms(TransformChain):
+    """Parameters of the CT chain (see the module docstring).
+
+    Parameters
+    ----------
+    window
+        The HU window (a :class:`CtWindow` or its name).
+    spacing_mm
+        Target voxel spacing (RAS axes).
+    roi_size
+        Patch size in voxels (training crops, sliding-window inference).
+    samples_per_volume
+        Training: patches drawn from each volume.
+    positive_fraction
+        Training with a mask: share of patches centred on a mask voxel.
+    intensity_fraction
+        Training: largest random relative intensity scale and shift.
+    augment_probability
+        Training: probability of each random intensity step.
+    """
+
+    name = "ct"
+    modality = Modality.CT
+    mask_names = MASK_NAMES
+
+    window: CtWindow = CtWindow.LUNG_NODULE
+    spacing_mm: tuple[float, float, float] = SPACING_MM
+    roi_size: tuple[int, int, int] = ROI_SIZE
+    samples_per_volume: int = 2
+    positive_fraction: float = 0.5
+    intensity_fraction: float = 0.1
+    augment_probability: float = 0.5
+
+    def __post_init__(self) -> None:
+        """Check the parameters; a window name becomes a :class:`CtWindow`."""
+        object.__setattr__(self, "window", parse_choice(CtWindow, self.window, "CT window"))
+        check_positive("spacing_mm", self.spacing_mm)
+        check_positive("roi_size", self.roi_size)
+        check_positive("samples_per_volume", [self.samples_per_volume])
+        if not 0.0 <= self.positive_fraction <= 1.0:
+            raise ValueError(f"positive_fraction must be in [0, 1], got {self.positive_fraction}")
+
+    def steps(self, training: bool, keys: list[str], modes: list[str]) -> list[Transform]:
+        """Return orientation, spacing and window; in training, patches and jitter."""
+        low, high = WINDOWS_HU[self.window]
+        steps = [
+            Orientationd(keys, axcodes=ORIENTATION, labels=None),
+            Spacingd(keys, pixdim=self.spacing_mm, mode=modes, padding_mode="border"),
+            ScaleIntensityRanged(IMAGE_KEY, low, high, 0.0, 1.0, clip=True),
+        ]
+        if not training:
+            return steps
+        steps.append(SpatialPadd(keys, self.roi_size))
+        if len(keys) > 1:
+            steps.append(
+                RandCropByPosNegLabeld(
+                    keys,
+                    label_key=keys[1],
+                    spatial_size=self.roi_size,
+                    pos=self.positive_fraction,
+                    neg=1.0 - self.positive_fraction,
+                    num_samples=self.samples_per_volume,
+                )
+            )
+        else:
+            steps.append(
+                RandSpatialCropSamplesd(
+                    keys, self.roi_size, self.samples_per_volume, random_size=False
+                )
+            )
+        return steps + intensity_jitter(self.intensity_fraction, self.augment_probability)
+
+
+#: Compose the CT chain: ``build_transforms(training, chain=None, *, mask_key=None,
+#: mask_names=None)``, see :meth:`~medvision.transforms.chain.TransformChain.build`; in
+#: training with a mask key, patches are sampled around mask voxels.
+build_transforms = CtTransforms.build_default
+
+
+def sliding_window_inferer(
+    roi_size: Sequence[int] = ROI_SIZE, sw_batch_size: int = 2, overlap: float = 0.25
+) -> SlidingWindowInferer:
+    """Return the patch-based inferer for whole volumes from the CT chain.
+
+    Windows of ``roi_size`` overlap by ``overlap`` and are blended with Gaussian
+    weights (less weight at patch borders, where context is missing); volumes
+    smaller than a window are padded. See ``monai.inferers.SlidingWindowInferer``.
+    """
+    return SlidingWindowInferer(
+        roi_size=tuple(roi_size), sw_batch_size=sw_batch_size, overlap=overlap, mode="gaussian"
+    )

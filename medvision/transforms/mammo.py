@@ -1,0 +1,127 @@
+"""Mammography transform chain: per view, canonical laterality, breast crop, fixed size.
+
+A study becomes one item per view, ordered R-CC, L-CC, R-MLO, L-MLO
+(:class:`~medvision.transforms.loading.LoadStudyd`); MONAI's ``Compose`` applies
+the steps below to each view, and a ``DataLoader`` with MONAI's
+``list_data_collate`` turns a study into a batch of four. Each view's image
+``meta`` keeps ``laterality`` and ``view_position``, so per-view scores can be
+aggregated per breast, and records the flip.
+
+Steps (image and optional mask together):
+
+1. presentation values (Modality LUT, the file's VOI LUT or window, MONOCHROME1
+   inverted), ``(1, rows, columns)`` in ``[0, 1]``;
+2. canonical laterality: right-breast views are flipped left-right so every
+   chest wall is on the image's left
+   (:class:`~medvision.transforms.spatial.CanonicalLateralityd`);
+3. breast crop: ``CropForegroundd`` to the bounding box of the largest region
+   brighter than 10 % of the 99th percentile (the breast; labels and markers
+   are smaller regions), with a small margin;
+4. resize, keeping the aspect ratio, to fit :data:`INPUT_SIZE` (256 rows x 192
+   columns), then zero padding at the end (bottom and right) so the chest wall
+   stays on the left edge;
+5. intensity: the minimum and the 99.5th percentile map to 0 and 1, clipped;
+6. training only: a mild random affine (rotation up to 10 degrees, zoom up to
+   10 %) and mild intensity scaling and shifting. No flips: laterality is
+   canonical, and an upside-down MLO view puts the pectoral muscle at the bottom.
+
+Output per view: ``image`` float32 ``(1, 256, 192)`` in ``[0, 1]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from monai.transforms.croppad.dictionary import CropForegroundd
+from monai.transforms.intensity.dictionary import ScaleIntensityRangePercentilesd
+from monai.transforms.transform import Transform
+
+from medvision.modality import Modality
+from medvision.transforms.chain import (
+    TransformChain,
+    check_positive,
+    fit_and_pad,
+    intensity_jitter,
+    random_affine,
+)
+from medvision.transforms.loading import IMAGE_KEY, VIEW_ORDER
+from medvision.transforms.spatial import CanonicalLateralityd, ForegroundSelector
+
+#: Network input size per view (rows, columns).
+INPUT_SIZE: tuple[int, int] = (256, 192)
+#: Input channels.
+CHANNELS = 1
+#: Views of a screening study, in item order (ImageLaterality, ViewPosition).
+VIEWS: tuple[tuple[str, str], ...] = VIEW_ORDER
+#: Masks of the phantoms' ground truth, in channel order.
+MASK_NAMES: tuple[str, ...] = ("malignancy", "benign")
+
+
+@dataclasses.dataclass(frozen=True)
+class MammoTransforms(TransformChain):
+    """Parameters of the mammography chain (see the module docstring).
+
+    Parameters
+    ----------
+    input_size
+        Output (rows, columns) per view.
+    breast_fraction
+        Breast threshold, a fraction of the 99th percentile.
+    crop_margin
+        Pixels kept around the breast's bounding box.
+    upper_percentile
+        Percentile mapped to 1 (the minimum maps to 0).
+    rotate_degrees, zoom_fraction
+        Training: largest random rotation and relative zoom.
+    intensity_fraction
+        Training: largest random relative intensity scale and shift.
+    augment_probability
+        Training: probability of each random step.
+    """
+
+    name = "mammo"
+    modality = Modality.MAMMO
+    mask_names = MASK_NAMES
+
+    input_size: tuple[int, int] = INPUT_SIZE
+    breast_fraction: float = 0.1
+    crop_margin: int = 4
+    upper_percentile: float = 99.5
+    rotate_degrees: float = 10.0
+    zoom_fraction: float = 0.1
+    intensity_fraction: float = 0.1
+    augment_probability: float = 0.5
+
+    def __post_init__(self) -> None:
+        """Check the parameters."""
+        check_positive("input_size", self.input_size)
+        if not 0.0 < self.breast_fraction < 1.0 or self.crop_margin < 0:
+            raise ValueError(
+                "breast_fraction must be in (0, 1) and crop_margin 0 or more, got "
+                f"{self.breast_fraction}, {self.crop_margin}"
+            )
+
+    def steps(self, training: bool, keys: list[str], modes: list[str]) -> list[Transform]:
+        """Return the laterality flip, breast crop, fit-resize, scaling and augmentation."""
+        selector = ForegroundSelector(self.breast_fraction)
+        steps = [
+            CanonicalLateralityd(keys),
+            CropForegroundd(
+                keys, IMAGE_KEY, select_fn=selector, margin=self.crop_margin, allow_smaller=True
+            ),
+            *fit_and_pad(keys, modes, self.input_size, pad_method="end"),
+            ScaleIntensityRangePercentilesd(
+                IMAGE_KEY, 0.0, self.upper_percentile, 0.0, 1.0, clip=True
+            ),
+        ]
+        if training:
+            p = self.augment_probability
+            steps.append(random_affine(keys, modes, p, self.rotate_degrees, self.zoom_fraction))
+            steps += intensity_jitter(self.intensity_fraction, p)
+        return steps
+
+
+#: Compose the mammography chain (a study item becomes a list of one item per view):
+#: ``build_transforms(training, chain=None, *, mask_key=None, mask_names=None)``, see
+#: :meth:`~medvision.transforms.chain.TransformChain.build`.
+build_transforms = MammoTransforms.build_default

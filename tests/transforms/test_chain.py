@@ -1,0 +1,95 @@
+import json
+
+import pytest
+import torch
+
+from medvision.modality import Modality
+from medvision.transforms import (
+    CHAINS,
+    chain_from_description,
+    default_chain,
+    to_original_grid,
+)
+from medvision.transforms.ct import CtTransforms, CtWindow
+from medvision.transforms.cxr import CxrTransforms
+from medvision.transforms.loading import study_item
+from tests.transforms.phantoms import MakeStudy
+
+
+@pytest.mark.parametrize("modality", list(Modality))
+def test_every_chain_describes_itself_as_json_and_is_rebuilt_from_it(modality: Modality) -> None:
+    chain = default_chain(modality)
+    text = json.dumps(chain.describe())
+    description = json.loads(text)
+    assert description["name"] == modality.value
+    assert description["version"] == 1
+    assert chain_from_description(description) == chain
+
+
+def test_changed_parameters_survive_the_description() -> None:
+    chain = CtTransforms(window=CtWindow.MEDIASTINUM, spacing_mm=(1.0, 1.0, 1.5))
+    description = json.loads(json.dumps(chain.describe()))
+    assert description["parameters"]["window"] == "mediastinum"
+    assert description["parameters"]["spacing_mm"] == [1.0, 1.0, 1.5]
+    assert chain_from_description(description) == chain
+
+
+def test_description_of_another_chain_version_is_refused() -> None:
+    description = CxrTransforms().describe() | {"version": 0}
+    with pytest.raises(ValueError, match="version 1 in this code, the description has version 0"):
+        chain_from_description(description)
+
+
+def test_description_with_an_unknown_parameter_is_refused() -> None:
+    description = CxrTransforms().describe()
+    description["parameters"]["input_sise"] = [224, 224]
+    with pytest.raises(ValueError, match=r"cxr chain has no parameter.*input_sise"):
+        chain_from_description(description)
+
+
+def test_ct_window_accepts_its_name_and_suggests_a_near_miss() -> None:
+    assert CtTransforms(window="lung").window is CtWindow.LUNG  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="Did you mean 'lung_nodule'"):
+        CtTransforms(window="lung_nodul")  # type: ignore[arg-type]
+
+
+def test_nonpositive_sizes_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"input_size must be positive, got \(0, 256\)"):
+        CxrTransforms(input_size=(0, 256))
+
+
+def test_chains_are_registered_under_their_modality() -> None:
+    assert sorted(CHAINS) == sorted(m.value for m in Modality)
+
+
+@pytest.mark.parametrize(
+    ("modality", "model"),
+    [
+        (Modality.CXR, "Borealis Flat 4"),
+        (Modality.FUNDUS, "Cygnus Handheld"),
+        (Modality.MAMMO, "Delphin MG-1"),
+    ],
+)
+def test_training_chains_keep_the_input_size_and_binary_masks(
+    phantom_on_device: MakeStudy, modality: Modality, model: str
+) -> None:
+    manifest, row = phantom_on_device(modality, model)
+    chain = default_chain(modality)
+    transforms = chain.build(True, mask_key="label")
+    transforms.set_random_state(seed=1)
+    output = transforms(study_item(row, manifest))
+    items = output if isinstance(output, list) else [output]
+    size = chain.describe()["parameters"]["input_size"]
+    for item in items:
+        assert tuple(item["image"].shape[1:]) == tuple(size)
+        assert tuple(item["label"].shape) == (len(chain.mask_names), *size)
+        assert bool(torch.isfinite(item["image"]).all())
+        assert set(torch.unique(item["label"]).tolist()) <= {0.0, 1.0}
+
+
+def test_a_map_of_another_shape_is_refused(phantom_on_device: MakeStudy) -> None:
+    manifest, row = phantom_on_device(Modality.CXR, "Aquila DR-9")
+    chain = CxrTransforms().build(False)
+    item = chain(study_item(row, manifest))
+    with pytest.raises(ValueError, match=r"does not fit the image's \(256, 256\)"):
+        to_original_grid(torch.zeros(1, 128, 128), item, chain)

@@ -1,0 +1,98 @@
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from medvision.data.manifest import resolve
+from medvision.modality import Modality
+from medvision.transforms import ct
+from medvision.transforms.chain import MapKind, to_original_grid
+from medvision.transforms.loading import study_item
+from tests.transforms.phantoms import MakeStudy, device_models, dice, ground_truth_masks
+
+
+def _spacing(affine: torch.Tensor) -> list[float]:
+    return [round(float(v), 6) for v in np.linalg.norm(affine.numpy()[:3, :3], axis=0)]
+
+
+@pytest.mark.parametrize("model", device_models(Modality.CT))
+def test_chain_gives_a_ras_volume_at_2_mm_in_unit_range_on_every_device(
+    phantom_on_device: MakeStudy, model: str
+) -> None:
+    manifest, row = phantom_on_device(Modality.CT, model)
+    item = ct.build_transforms(False)(study_item(row, manifest))
+    image = item["image"]
+    assert image.dtype == torch.float32
+    assert nib.aff2axcodes(image.affine.numpy()) == ("R", "A", "S")
+    assert _spacing(image.affine) == list(ct.SPACING_MM) == [2.0, 2.0, 2.0]
+    assert float(image.min()) == 0.0 and float(image.max()) == 1.0
+    # 160 pixels of 2.2-2.4 mm in-plane, about 160 mm of slices: extent / 2 mm voxels.
+    rows, slices = image.meta["original_shape"][1], image.meta["original_shape"][0]
+    pixel, thickness = image.meta["pixel_spacing"][0], _spacing(image.meta["original_affine"])[0]
+    assert image.shape[0] == 1
+    assert abs(image.shape[1] - rows * pixel / 2.0) <= 1
+    assert abs(image.shape[2] - rows * pixel / 2.0) <= 1
+    assert abs(image.shape[3] - slices * thickness / 2.0) <= 1
+
+
+def test_nodule_mask_still_covers_each_nodule(phantom_on_device: MakeStudy) -> None:
+    manifest, row = phantom_on_device(Modality.CT, "Aquila CT 128")
+    item = ct.build_transforms(False, mask_key="label")(study_item(row, manifest))
+    mask, image = item["label"][0].numpy(), item["image"][0].numpy()
+    to_voxel = np.linalg.inv(item["label"].affine.numpy())
+    nodules = json.loads(resolve(manifest, row.annotations or row.path).read_text())["nodules"]
+    assert nodules
+    for nodule in nodules:
+        x, y, z = nodule["centre_mm_xyz"]  # LPS
+        voxel = np.round(to_voxel @ np.array([-x, -y, z, 1.0]))[:3].astype(int)
+        assert mask[tuple(voxel)] == 1.0
+    lung = (image > 0.0) & (image < 0.15)  # about -1000 to -790 HU
+    assert image[mask > 0].mean() > image[lung].mean() + 0.1
+
+
+def test_training_samples_patches_of_the_roi_size_around_the_nodule(
+    phantom_on_device: MakeStudy,
+) -> None:
+    manifest, row = phantom_on_device(Modality.CT, "Cygnus LD-16")
+    chain = ct.CtTransforms(positive_fraction=1.0, samples_per_volume=3).build(
+        True, mask_key="label"
+    )
+    chain.set_random_state(seed=0)
+    patches = chain(study_item(row, manifest))
+    assert isinstance(patches, list) and len(patches) == 3
+    for patch in patches:
+        assert tuple(patch["image"].shape) == (1, *ct.ROI_SIZE) == (1, 96, 96, 64)
+        assert float(patch["label"].sum()) > 0
+
+
+def test_training_without_a_mask_samples_random_patches(phantom_on_device: MakeStudy) -> None:
+    manifest, row = phantom_on_device(Modality.CT, "Cygnus LD-16")
+    chain = ct.build_transforms(True)
+    chain.set_random_state(seed=0)
+    patches = chain(study_item(row, manifest))
+    assert [tuple(p["image"].shape) for p in patches] == [(1, 96, 96, 64)] * 2
+
+
+def test_sliding_window_inference_covers_the_whole_volume(phantom_on_device: MakeStudy) -> None:
+    manifest, row = phantom_on_device(Modality.CT, "Aquila CT 128")
+    image = ct.build_transforms(False)(study_item(row, manifest))["image"]
+    batch = image.as_tensor()[None]
+    output = ct.sliding_window_inferer()(batch, lambda patch: patch * 2.0)
+    assert isinstance(output, torch.Tensor)
+    assert tuple(output.shape) == tuple(batch.shape)
+    assert torch.allclose(output, batch * 2.0, atol=1e-5)
+
+
+def test_nodule_mask_maps_back_onto_the_dicom_grid(phantom_on_device: MakeStudy) -> None:
+    study = manifest, row = phantom_on_device(Modality.CT, "Borealis Helix 64")
+    chain = ct.build_transforms(False, mask_key="label")
+    item = chain(study_item(row, manifest))
+    back = to_original_grid(item["label"], item, chain, MapKind.LABEL)
+    meta = item["image"].meta
+    truth = ground_truth_masks(study)[f"{meta['series_instance_uid']}__nodule"]
+    in_array_order = truth[np.argsort(np.argsort(meta["instance_numbers"]))]
+    assert back.shape == (1, *truth.shape)
+    assert in_array_order.sum() > 0
+    assert dice(in_array_order > 0, back[0] > 0.5) > 0.9
