@@ -162,6 +162,45 @@ def _baseline(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _train(args: argparse.Namespace) -> int:
+    from medvision.modality import Modality
+    from medvision.training.classifier import TrainOptions, train_image_classifier
+
+    if not args.manifest.exists():
+        raise UsageError(f"--manifest: {args.manifest} does not exist")
+    try:
+        options = TrainOptions(
+            modality=Modality.parse(args.modality),
+            manifest=args.manifest,
+            out=args.out,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            seed=args.seed,
+            loss=args.loss,
+            balanced_sampler=args.balanced_sampler,
+            target_sensitivity=args.target_sensitivity,
+            device=args.device,
+            max_studies=args.max_studies,
+            name=args.name or "",
+        )
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    result = train_image_classifier(options, progress=not args.no_progress)
+    entry = result.entry
+    print(
+        f"wrote {args.out / entry.weights_file} (sha256 {entry.weights_sha256}) "
+        f"and {args.out / (entry.name + '.json')}"
+    )
+    for finding in entry.findings:
+        auroc = result.test_auroc.get(finding, float("nan"))
+        print(
+            f"  {finding:<18} threshold {entry.thresholds[finding]:.4f}  "
+            f"calibration {entry.calibration[finding]['method']:<11} test AUROC {auroc:.3f}"
+        )
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser of the ``medvision`` command."""
     parser = _Parser(prog="medvision", description=__doc__)
@@ -242,6 +281,41 @@ def build_parser() -> argparse.ArgumentParser:
     baseline.add_argument("--manifest", type=Path, required=True)
     baseline.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     baseline.set_defaults(handler=_baseline)
+
+    train = commands.add_parser(
+        "train",
+        help="train, calibrate and register a classifier from a manifest",
+        description="Train on the train split, calibrate on calibration, pick thresholds on "
+        "tune, report AUROC on test; write fp16 weights and a registry entry.",
+    )
+    train.add_argument("--modality", required=True, help="cxr or fundus")
+    train.add_argument("--manifest", type=Path, required=True)
+    train.add_argument("--out", type=Path, required=True, help="folder for weights and entry")
+    train.add_argument("--epochs", type=_non_negative_int, default=12)
+    train.add_argument("--batch-size", type=_non_negative_int, default=16)
+    train.add_argument("--learning-rate", type=_positive_float, default=2e-3)
+    train.add_argument("--seed", type=_non_negative_int, default=0)
+    train.add_argument(
+        "--loss",
+        default="class_balanced_focal",
+        help="bce, focal or class_balanced_focal (default)",
+    )
+    train.add_argument(
+        "--balanced-sampler",
+        action="store_true",
+        help="draw studies with a finding as often as studies without",
+    )
+    train.add_argument("--target-sensitivity", type=_positive_float, default=0.90)
+    train.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    train.add_argument(
+        "--max-studies",
+        type=_non_negative_int,
+        default=None,
+        help="at most this many studies per split (quick runs)",
+    )
+    train.add_argument("--name", help="model name (default: <modality>-densenet)")
+    train.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    train.set_defaults(handler=_train)
     return parser
 
 

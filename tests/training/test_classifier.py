@@ -1,0 +1,65 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medvision.modality import Modality
+from medvision.models.registry import load_model, load_registry
+from medvision.synth.generator import SynthConfig, generate
+from medvision.training.classifier import (
+    LossKind,
+    TrainOptions,
+    calibrated_probabilities,
+    train_image_classifier,
+)
+
+TINY_NETWORK = {
+    "architecture": "densenet",
+    "spatial_dims": 2,
+    "in_channels": 1,
+    "out_channels": 4,
+    "init_features": 4,
+    "growth_rate": 4,
+    "block_config": [1, 1],
+}
+
+
+@pytest.mark.slow
+def test_training_writes_a_verified_calibrated_model(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    generate(
+        SynthConfig((Modality.CXR,), 48, 5, data, prevalence={"*": 0.5}, workers=1), progress=False
+    )
+    options = TrainOptions(
+        modality=Modality.CXR,
+        manifest=data / "manifest.csv",
+        out=tmp_path / "model",
+        epochs=1,
+        batch_size=8,
+        loss=LossKind.BCE,
+        device="cpu",
+        network=TINY_NETWORK,
+    )
+    result = train_image_classifier(options, progress=False)
+    entry = result.entry
+    assert load_registry(tmp_path / "model") == {entry.name: entry}
+    assert set(entry.thresholds) == set(entry.calibration) == set(entry.findings)
+    assert all(0.0 <= t <= 1.0 for t in entry.thresholds.values())
+    assert entry.transforms["name"] == "cxr"
+    assert len(result.epochs) == 1
+    lines = (tmp_path / "model" / f"{entry.name}.metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 1
+    network = load_model(entry, tmp_path / "model")
+    with torch.no_grad():
+        logits = network(torch.zeros(2, 1, 256, 256)).numpy()
+    probabilities = calibrated_probabilities(entry, logits)
+    assert probabilities.shape == (2, 4)
+    assert np.all((probabilities >= 0.0) & (probabilities <= 1.0))
+
+
+def test_options_refuse_what_this_trainer_cannot_do(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="ct needs its own trainer"):
+        TrainOptions(modality=Modality.CT, manifest=tmp_path, out=tmp_path)
+    with pytest.raises(ValueError, match="Did you mean 'focal'\\?"):
+        TrainOptions(modality=Modality.CXR, manifest=tmp_path, out=tmp_path, loss="focall")  # type: ignore[arg-type]
