@@ -81,7 +81,6 @@ def default_network(modality: Modality, outputs: int) -> dict[str, Any]:
         "init_features": 16,
         "growth_rate": 12,
         "block_config": [3, 6, 8],
-        "dropout_prob": 0.1,
     }
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.data.meta_tensor import MetaTensor
 from monai.utils.misc import set_determinism
 from numpy.typing import NDArray
 from sklearn.metrics import roc_auc_score
@@ -70,8 +71,14 @@ def _autocast(device: torch.device) -> torch.autocast:
     )
 
 
+def _plain_tensor(value: Any) -> torch.Tensor:
+    """Return ``value`` as a plain tensor (the loop needs no MONAI MetaTensor metadata)."""
+    tensor = torch.as_tensor(value)
+    return tensor.as_tensor() if isinstance(tensor, MetaTensor) else tensor
+
+
 def _to_device(image: torch.Tensor, device: torch.device) -> torch.Tensor:
-    image = image.to(device, non_blocking=True)
+    image = _plain_tensor(image).to(device, non_blocking=True)
     if device.type == "cuda" and image.ndim == 4:
         image = image.contiguous(memory_format=torch.channels_last)
     return image
@@ -89,9 +96,9 @@ def predict_logits(
     with torch.no_grad():
         for batch in batches:
             with _autocast(device):
-                output = network(_to_device(torch.as_tensor(batch["image"]), device))
+                output = network(_to_device(batch["image"], device))
             logits.append(output.float().cpu().numpy())
-            labels.append(torch.as_tensor(batch["label"]).float().cpu().numpy())
+            labels.append(_plain_tensor(batch["label"]).float().cpu().numpy())
     return np.concatenate(logits).astype(np.float32), np.concatenate(labels).astype(np.float32)
 
 
@@ -167,8 +174,8 @@ def train_classifier(
             disable=not progress,
             leave=False,
         ):
-            image = _to_device(torch.as_tensor(batch["image"]), device)
-            label = torch.as_tensor(batch["label"]).float().to(device)
+            image = _to_device(batch["image"], device)
+            label = _plain_tensor(batch["label"]).float().to(device)
             optimiser.zero_grad(set_to_none=True)
             with _autocast(device):
                 logits = network(image)
