@@ -117,6 +117,12 @@ def auroc_per_finding(
     return scores
 
 
+def _mean_auroc(record: EpochRecord) -> float:
+    """Return the mean tuning AUROC over findings with both classes (-inf when none)."""
+    values = [v for v in record.tune_auroc.values() if not np.isnan(v)]
+    return float(np.mean(values)) if values else float("-inf")
+
+
 def train_classifier(
     network: nn.Module,
     train_batches: Iterable[Batch],
@@ -154,7 +160,9 @@ def train_classifier(
     Returns
     -------
     list of EpochRecord
-        One per epoch.
+        One per epoch. The network is left with the weights of the epoch with the
+        best mean tuning AUROC (early model selection); the metrics log's last line
+        names that epoch.
     """
     network.to(device)
     if device.type == "cuda":
@@ -163,6 +171,8 @@ def train_classifier(
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, epochs))
     metrics_log.parent.mkdir(parents=True, exist_ok=True)
     records: list[EpochRecord] = []
+    best_state: dict[str, torch.Tensor] | None = None
+    best_score, best_epoch = float("-inf"), 0
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         network.train()
@@ -197,4 +207,12 @@ def train_classifier(
         records.append(record)
         with metrics_log.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(asdict(record)) + "\n")
+        score = _mean_auroc(record)
+        if best_state is None or score > best_score:
+            best_score, best_epoch = score, epoch
+            best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
+    if best_state is not None:
+        network.load_state_dict(best_state)
+    with metrics_log.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"kept_epoch": best_epoch, "mean_tune_auroc": best_score}) + "\n")
     return records

@@ -49,7 +49,7 @@ def test_training_writes_a_verified_calibrated_model(tmp_path: Path) -> None:
     assert entry.transforms["name"] == "cxr"
     assert len(result.epochs) == 1
     lines = (tmp_path / "model" / f"{entry.name}.metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 1
+    assert len(lines) == 2 and "kept_epoch" in lines[1]
     network = load_model(entry, tmp_path / "model")
     with torch.no_grad():
         logits = network(torch.zeros(2, 1, 256, 256)).numpy()

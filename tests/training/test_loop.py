@@ -58,7 +58,10 @@ def test_training_learns_an_easy_task_and_logs_every_epoch(tmp_path: Path) -> No
     assert [r.epoch for r in records] == [1, 2, 3]
     assert records[-1].tune_auroc == {"square": 1.0}
     lines = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+    assert [json.loads(line)["epoch"] for line in lines[:3]] == [1, 2, 3]
+    kept = json.loads(lines[3])
+    best = max(records, key=lambda r: r.tune_auroc["square"])
+    assert kept == {"kept_epoch": best.epoch, "mean_tune_auroc": best.tune_auroc["square"]}
 
 
 def test_same_seed_gives_the_same_run_on_cpu(tmp_path: Path) -> None:
