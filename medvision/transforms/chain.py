@@ -16,7 +16,7 @@ import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from enum import Enum, StrEnum
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Protocol, Self
 
 import numpy as np
 import torch
@@ -197,6 +197,37 @@ def intensity_jitter(fraction: float, probability: float) -> list[Transform]:
     return [
         RandScaleIntensityd(IMAGE_KEY, factors=fraction, prob=probability),
         RandShiftIntensityd(IMAGE_KEY, offsets=fraction, prob=probability),
+    ]
+
+
+class PlanarAugmentation(Protocol):
+    """The augmentation parameters of a 2-D chain (rotation, zoom, intensity)."""
+
+    @property
+    def rotate_degrees(self) -> float:
+        """Largest random rotation in degrees."""
+
+    @property
+    def zoom_fraction(self) -> float:
+        """Largest random relative zoom."""
+
+    @property
+    def intensity_fraction(self) -> float:
+        """Largest random relative intensity scale and shift."""
+
+    @property
+    def augment_probability(self) -> float:
+        """Probability of each random step."""
+
+
+def planar_augmentation(
+    keys: list[str], modes: list[str], parameters: PlanarAugmentation
+) -> list[Transform]:
+    """Return the training-time random affine and intensity jitter of a 2-D chain."""
+    p = parameters.augment_probability
+    return [
+        random_affine(keys, modes, p, parameters.rotate_degrees, parameters.zoom_fraction),
+        *intensity_jitter(parameters.intensity_fraction, p),
     ]
 
 

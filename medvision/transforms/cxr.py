@@ -30,8 +30,7 @@ from medvision.transforms.chain import (
     TransformChain,
     check_positive,
     fit_and_pad,
-    intensity_jitter,
-    random_affine,
+    planar_augmentation,
 )
 from medvision.transforms.loading import IMAGE_KEY
 
@@ -91,9 +90,7 @@ class CxrTransforms(TransformChain):
             *fit_and_pad(keys, modes, self.input_size),
         ]
         if training:
-            p = self.augment_probability
-            steps.append(random_affine(keys, modes, p, self.rotate_degrees, self.zoom_fraction))
-            steps += intensity_jitter(self.intensity_fraction, p)
+            steps += planar_augmentation(keys, modes, self)
         return steps
 
 
