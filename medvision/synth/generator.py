@@ -6,7 +6,7 @@ import datetime as dt
 import importlib
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,7 +258,6 @@ def _run(tasks: Sequence[tuple[SynthConfig, Modality, int]], workers: int) -> It
 def generate(
     config: SynthConfig,
     progress: bool = True,
-    on_row: Callable[[ManifestRow], None] | None = None,
 ) -> list[ManifestRow]:
     """Generate the phantom set described by ``config`` and write its manifest.
 
@@ -268,8 +267,6 @@ def generate(
         The run's options.
     progress
         Show a progress bar on standard error.
-    on_row
-        Called with each manifest row as its study is written.
 
     Returns
     -------
@@ -293,8 +290,6 @@ def generate(
     with bar:
         for row in _run(tasks, workers):
             rows.append(row)
-            if on_row is not None:
-                on_row(row)
             bar.update(1)
     write_manifest(rows, config.out / "manifest.csv")
     return rows
