@@ -7,6 +7,7 @@ message on standard error and a non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -163,11 +164,15 @@ def _baseline(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from medvision.calibration.recalibration import report_path_for
+    from medvision.calibration.refit import CalibrationOutcome
+    from medvision.calibration.report import calibration_report
     from medvision.modality import Modality
-    from medvision.training.classifier import TrainOptions, train_image_classifier
+    from medvision.training import TrainOptions, train_model
 
     if not args.manifest.exists():
         raise UsageError(f"--manifest: {args.manifest} does not exist")
+    _check_device(args.device)
     try:
         options = TrainOptions(
             modality=Modality.parse(args.modality),
@@ -186,18 +191,131 @@ def _train(args: argparse.Namespace) -> int:
         )
     except ValueError as error:
         raise UsageError(str(error)) from None
-    result = train_image_classifier(options, progress=not args.no_progress)
+    try:
+        result = train_model(options, progress=not args.no_progress)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     entry = result.entry
+    report = calibration_report(
+        CalibrationOutcome(entry=entry, findings=result.calibration),
+        manifest=args.manifest,
+        target_sensitivity=args.target_sensitivity,
+        per_site=False,
+    )
+    report_path = report_path_for(args.out, entry.name)
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(
-        f"wrote {args.out / entry.weights_file} (sha256 {entry.weights_sha256}) "
-        f"and {args.out / (entry.name + '.json')}"
+        f"wrote {args.out / entry.weights_file} (sha256 {entry.weights_sha256}), "
+        f"{args.out / (entry.name + '.json')} and {report_path}; kept epoch {result.kept_epoch}"
     )
     for finding in entry.findings:
-        auroc = result.test_auroc.get(finding, float("nan"))
         print(
             f"  {finding:<18} threshold {entry.thresholds[finding]:.4f}  "
-            f"calibration {entry.calibration[finding]['method']:<11} test AUROC {auroc:.3f}"
+            f"calibration {entry.calibration[finding]['method']}"
         )
+    for name, value in result.test_figures.items():
+        print(f"  test {name}: {value:.3f}")
+    return EXIT_OK
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def _count(number: int, singular: str, plural: str) -> str:
+    return f"{number} {singular if number == 1 else plural}"
+
+
+def _check_device(preference: str) -> None:
+    """Refuse ``--device cuda`` on a machine without a GPU, before any work is done."""
+    from medvision.training.loop import select_device
+
+    try:
+        select_device(preference)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from medvision.models.registry import BUNDLED_WEIGHTS
+    from medvision.pipeline import NoModelError, analyze, write_predictions
+
+    for path in args.paths:
+        if not path.exists():
+            raise UsageError(f"{path} does not exist")
+    registry: Path = args.models or BUNDLED_WEIGHTS
+    if args.models is not None and not args.models.is_dir():
+        raise UsageError(f"--models: {args.models} is not a folder")
+    _check_device(args.device)
+    try:
+        run = analyze(
+            args.paths,
+            registry=registry,
+            device=args.device,
+            batch_size=args.batch_size,
+            progress=not args.no_progress,
+        )
+    except NoModelError:
+        if args.models is None:
+            raise UsageError(
+                f"the bundled weights are not installed ({BUNDLED_WEIGHTS} has no model); "
+                "train one with 'medvision train --modality cxr --manifest MANIFEST --out DIR' "
+                "and pass --models DIR"
+            ) from None
+        raise UsageError(
+            f"--models: no model entry (<name>.json) in {registry}; train one there with "
+            f"'medvision train --modality cxr --manifest MANIFEST --out {registry}'"
+        ) from None
+    for problem in run.problems:
+        print(f"skipped {problem}", file=sys.stderr)
+    studies = len(run.results)
+    flagged = sum(f.flagged for result in run.results for f in result.findings)
+    if not studies:
+        print(
+            f"medvision predict: error: no study could be analysed ({len(run.problems)} "
+            "problem(s) above)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    rows = write_predictions(run, args.out)
+    print(
+        f"analysed {_count(studies, 'study', 'studies')} ({rows} findings, {flagged} flagged); "
+        f"{_count(len(run.problems), 'problem', 'problems')}; wrote {args.out}"
+    )
+    return EXIT_OK
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from medvision.calibration.recalibration import recalibrate
+    from medvision.calibration.report import format_calibration_table
+
+    if not args.model.is_file():
+        raise UsageError(f"--model: {args.model} does not exist")
+    if not args.manifest.is_file():
+        raise UsageError(f"--manifest: {args.manifest} does not exist")
+    if not 0.0 < args.target_sensitivity < 1.0:
+        raise UsageError(f"--target-sensitivity must be in (0, 1), got {args.target_sensitivity}")
+    _check_device(args.device)
+    result = recalibrate(
+        args.model,
+        args.manifest,
+        out=args.out,
+        target_sensitivity=args.target_sensitivity,
+        per_site=args.per_site,
+        min_site_cases=args.min_site_cases,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    entry = result.outcome.entry
+    print(format_calibration_table(result.outcome, args.target_sensitivity))
+    print(
+        f"wrote {result.entry_path} (weights sha256 {entry.weights_sha256}, unchanged) "
+        f"and {result.report_path}"
+    )
     return EXIT_OK
 
 
@@ -284,11 +402,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser(
         "train",
-        help="train, calibrate and register a classifier from a manifest",
+        help="train, calibrate and register a model from a manifest",
         description="Train on the train split, calibrate on calibration, pick thresholds on "
-        "tune, report AUROC on test; write fp16 weights and a registry entry.",
+        "tune, report held-out figures on test; write fp16 weights, a registry entry and "
+        "reports/<name>/calibration_report.json.",
     )
-    train.add_argument("--modality", required=True, help="cxr or fundus")
+    train.add_argument("--modality", required=True, help="cxr, fundus, mammo or ct")
     train.add_argument("--manifest", type=Path, required=True)
     train.add_argument("--out", type=Path, required=True, help="folder for weights and entry")
     train.add_argument("--epochs", type=_non_negative_int, default=12)
@@ -313,9 +432,62 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="at most this many studies per split (quick runs)",
     )
-    train.add_argument("--name", help="model name (default: <modality>-densenet)")
+    train.add_argument("--name", help="model name (default: <modality>-densenet, ct-unet for ct)")
     train.add_argument("--no-progress", action="store_true", help="hide progress bars")
     train.set_defaults(handler=_train)
+
+    predict = commands.add_parser(
+        "predict",
+        help="analyse DICOM studies and write calibrated findings to a CSV",
+        description="Analyse the DICOM studies in files and folders with the registry's "
+        "models; write one row per study and finding (see docs/predictions.md).",
+    )
+    predict.add_argument(
+        "paths", nargs="+", type=Path, metavar="DIR_OR_FILE", help="DICOM files or folders"
+    )
+    predict.add_argument("--out", type=Path, required=True, help="predictions CSV to write")
+    predict.add_argument(
+        "--models", type=Path, help="registry folder (default: the bundled weights)"
+    )
+    predict.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: auto"
+    )
+    predict.add_argument(
+        "--batch-size", type=_positive_int, default=16, help="studies scored at once"
+    )
+    predict.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    predict.set_defaults(handler=_predict)
+
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="refit a model's calibration and thresholds on a manifest",
+        description="Refit calibration on the calibration split and thresholds on tune "
+        "(weights unchanged); write the entry and reports/<name>/calibration_report.json.",
+    )
+    calibrate.add_argument(
+        "--model", type=Path, required=True, metavar="DIR/NAME.json", help="registry entry"
+    )
+    calibrate.add_argument("--manifest", type=Path, required=True)
+    calibrate.add_argument(
+        "--out", type=Path, help="folder for the updated model (default: update it in place)"
+    )
+    calibrate.add_argument("--target-sensitivity", type=_positive_float, default=0.90)
+    calibrate.add_argument(
+        "--per-site",
+        action="store_true",
+        help="also fit a calibrator per site with enough calibration cases",
+    )
+    calibrate.add_argument(
+        "--min-site-cases",
+        type=_positive_int,
+        default=50,
+        help="calibration cases a site needs for its own calibrator (default: 50)",
+    )
+    calibrate.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: auto"
+    )
+    calibrate.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    calibrate.set_defaults(handler=_calibrate)
     return parser
 
 

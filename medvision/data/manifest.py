@@ -237,3 +237,24 @@ def read_manifest(path: Path) -> list[ManifestRow]:
 def resolve(manifest_path: Path, relative: Path) -> Path:
     """Return ``relative`` resolved against the manifest's folder (absolute paths unchanged)."""
     return relative if relative.is_absolute() else manifest_path.parent / relative
+
+
+def labelled_rows(
+    manifest: Path,
+    modality: Modality,
+    split: str,
+    findings: Sequence[str],
+    max_studies: int | None = None,
+) -> list[ManifestRow]:
+    """Return the manifest's rows of ``modality`` in ``split`` with every one of ``findings``.
+
+    At most ``max_studies`` rows (in manifest order) when that is set.
+    """
+    rows = [
+        row
+        for row in read_manifest(manifest)
+        if row.modality == modality
+        and row.split == split
+        and all(name in row.labels for name in findings)
+    ]
+    return rows[:max_studies] if max_studies else rows

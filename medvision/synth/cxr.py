@@ -5,7 +5,7 @@ and shoulders, lungs with hilar vessel markings, mediastinum and heart, spine,
 posterior and anterior ribs, clavicles, diaphragm domes, and in women breast
 shadows. Findings follow their radiographic signs:
 
-- **nodule** — a round soft-tissue opacity of 8–25 mm projected over a lung;
+- **nodule** — a round soft-tissue opacity of 10–30 mm projected over a lung;
 - **pleural_effusion** — fluid layering at a lung base with a meniscus that blunts
   the costophrenic angle;
 - **pneumothorax** — a lucent rim without lung markings between the chest wall and
@@ -150,7 +150,7 @@ def _draw_nodule(
 ) -> tuple[FloatArray, FloatArray, dict[str, object]]:
     """Draw a round opacity inside a lung; return (opacity, mask, annotation)."""
     candidates = np.argwhere(lungs > 0.95)
-    diameter_mm = float(rng.uniform(8.0, 25.0))
+    diameter_mm = float(rng.uniform(10.0, 30.0))
     radius = diameter_mm / pixel_mm / 2
     r, c = candidates[int(rng.integers(len(candidates)))]
     shape = soft_ellipse(
@@ -185,7 +185,7 @@ def _pneumothorax(
 ) -> tuple[FloatArray, FloatArray]:
     """Pleural air along the apex and lateral wall; returns (air region, pleural line)."""
     rows, cols = coords
-    depth = rng.uniform(10.0, 35.0)
+    depth = rng.uniform(20.0, 50.0)
     extent = th.apex_row + rng.uniform(0.35, 0.7) * (th.base_row_right - th.apex_row)
     # Distance from the lung's outer boundary approximated by eroding the lung mask.
     inside = lung > 0.5
@@ -291,7 +291,7 @@ def _render(spec: StudySpec) -> tuple[FloatArray, dict[str, FloatArray], dict[st
         opacity, mask, info = _draw_nodule(
             findings_rng, lungs, coords, spec.device.pixel_spacing_mm
         )
-        image += 0.09 * contrast * opacity * lungs
+        image += 0.16 * contrast * opacity * lungs
         masks["nodule"] = mask
         lesions.append({"finding": "nodule", **info})
     lung_sides = [(-1.0, lung_r), (1.0, lung_l)]
@@ -312,8 +312,8 @@ def _render(spec: StudySpec) -> tuple[FloatArray, dict[str, FloatArray], dict[st
     if labels["pneumothorax"]:
         side, lung = lung_sides[int(findings_rng.integers(2))]
         air, line = _pneumothorax(th, findings_rng, lung, side, coords)
-        image -= air * lungs * (0.09 * vessels + lung_texture + 0.03 * contrast)
-        image += 0.09 * contrast * line
+        image -= air * lungs * (0.09 * vessels + lung_texture + 0.08 * contrast)
+        image += 0.14 * contrast * line
         masks["pneumothorax"] = (air > 0.5).astype(np.float32)
         lesions.append({"finding": "pneumothorax", "side": "R" if side < 0 else "L"})
     if labels["cardiomegaly"]:

@@ -5,12 +5,14 @@ The steps, each on the manifest's own splits (phantom sets split by patient):
 1. train on ``train`` with the chosen loss (plain BCE, focal, or class-balanced
    focal — Lin et al. 2017; Cui et al. 2019) and optionally a balanced sampler,
    watching AUROC on ``tune`` each epoch;
-2. calibrate each finding on ``calibration`` (temperature, Platt or isotonic,
-   chosen by cross-validated ECE — :func:`medvision.calibration.scaling.fit_best_calibrator`);
-3. pick each finding's operating threshold on ``tune`` for the target sensitivity
-   (:func:`medvision.calibration.operating_point.threshold_for_sensitivity`);
-4. write fp16 weights and the registry entry (thresholds, calibration, transform
-   chain, SHA-256) with :func:`medvision.models.registry.save_model`.
+2. write the fp16 weights with :func:`medvision.models.registry.save_model` and
+   reload them (hash verified), so that what is calibrated is what is served;
+3. calibrate each finding on ``calibration`` and pick its operating threshold on
+   ``tune`` for the target sensitivity with
+   :func:`medvision.calibration.refit.calibrate_model`, which scores the studies
+   with the model's inference scorer (:mod:`medvision.inference`);
+4. write the registry entry (transform chain, thresholds, calibration, SHA-256)
+   and report AUROC per finding on ``test`` from the scores step 3 computed.
 """
 
 from __future__ import annotations
@@ -30,28 +32,22 @@ from numpy.typing import NDArray
 from torch.utils.data import WeightedRandomSampler
 
 from medvision import __version__
-from medvision.calibration.operating_point import threshold_for_sensitivity
-from medvision.calibration.scaling import (
-    Calibrator,
-    TemperatureScaling,
-    calibrator_from_dict,
-    fit_best_calibrator,
-)
+from medvision.calibration.refit import FindingCalibration
 from medvision.choices import parse_choice
-from medvision.data.manifest import ManifestRow, read_manifest
+from medvision.data.manifest import ManifestRow, labelled_rows
 from medvision.modality import FINDINGS, Modality
 from medvision.models.networks import build_network
-from medvision.models.registry import ModelEntry, Task, save_model
+from medvision.models.registry import ModelEntry, Task
 from medvision.training.imbalance import balanced_sampler_weights, class_balanced_weights
 from medvision.training.loop import (
     EpochRecord,
     LossFunction,
     auroc_per_finding,
-    predict_logits,
     seed_everything,
     select_device,
     train_classifier,
 )
+from medvision.training.registration import register_calibrated
 from medvision.transforms import default_chain
 from medvision.transforms.loading import study_item
 
@@ -126,11 +122,6 @@ class TrainOptions:
 
     def __post_init__(self) -> None:
         """Check the options (messages are shown to the user as they are)."""
-        if self.modality not in IMAGE_CLASSIFIER_MODALITIES:
-            served = ", ".join(m.value for m in IMAGE_CLASSIFIER_MODALITIES)
-            raise ValueError(
-                f"this trainer serves {served}; {self.modality.value} needs its own trainer"
-            )
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("--epochs and --batch-size must be at least 1")
         if not 0.0 < self.target_sensitivity < 1.0:
@@ -142,22 +133,33 @@ class TrainOptions:
 
 @dataclass(frozen=True)
 class TrainingResult:
-    """What a training run produced."""
+    """What a training run produced.
+
+    Attributes
+    ----------
+    entry
+        The registered model, as written.
+    epochs
+        One record per epoch.
+    test_auroc
+        Per finding, AUROC on the test split (empty without test studies; NaN for
+        a finding with one class there).
+    calibration
+        Per finding, what calibration and threshold selection did.
+    """
 
     entry: ModelEntry
     epochs: list[EpochRecord]
     test_auroc: dict[str, float]
+    calibration: dict[str, FindingCalibration] = field(default_factory=dict)
 
 
-def _rows(options: TrainOptions, split: str, findings: Sequence[str]) -> list[ManifestRow]:
-    rows = [
-        row
-        for row in read_manifest(options.manifest)
-        if row.modality == options.modality
-        and row.split == split
-        and all(name in row.labels for name in findings)
-    ]
-    return rows[: options.max_studies] if options.max_studies else rows
+def split_rows(options: TrainOptions, split: str, findings: Sequence[str]) -> list[ManifestRow]:
+    """Return the run's rows of ``split``: its modality, all ``findings`` labelled.
+
+    At most ``options.max_studies`` rows when that is set.
+    """
+    return labelled_rows(options.manifest, options.modality, split, findings, options.max_studies)
 
 
 def _items(
@@ -176,7 +178,12 @@ def _labels(rows: Sequence[ManifestRow], findings: Sequence[str]) -> NDArray[np.
     return np.array([[row.labels[name] for name in findings] for row in rows], dtype=np.int64)
 
 
-def _loss(options: TrainOptions, labels: NDArray[np.int64]) -> LossFunction:
+def training_loss(options: TrainOptions, labels: NDArray[np.int64]) -> LossFunction:
+    """Return the loss ``options.loss`` asks for; class-balanced weights from ``labels``.
+
+    ``labels`` are the training targets, ``(samples, findings)`` of 0 and 1
+    (Cui et al. 2019 for the class-balanced focal loss).
+    """
     if options.loss == LossKind.BCE:
         return torch.nn.BCEWithLogitsLoss()
     if options.loss == LossKind.FOCAL:
@@ -184,22 +191,6 @@ def _loss(options: TrainOptions, labels: NDArray[np.int64]) -> LossFunction:
     positives = labels.sum(axis=0).tolist()
     negatives = (len(labels) - labels.sum(axis=0)).tolist()
     return class_balanced_weights(positives, negatives).focal_loss(gamma=2.0)
-
-
-#: Cross-validation folds when choosing a calibration method.
-CALIBRATION_FOLDS = 5
-
-
-def _fit_calibrator(logits: NDArray[np.float32], labels: NDArray[np.float32]) -> Calibrator:
-    """Choose and fit a calibrator; with too few cases to compare methods, temperature scaling.
-
-    Comparing methods needs :data:`CALIBRATION_FOLDS` cases of each class; below
-    that only the one-parameter temperature scaling (Guo et al. 2017) is fitted.
-    """
-    positives = int(labels.sum())
-    if min(positives, len(labels) - positives) < CALIBRATION_FOLDS:
-        return TemperatureScaling().fit(logits, labels)
-    return fit_best_calibrator(logits, labels, folds=CALIBRATION_FOLDS).calibrator
 
 
 def train_image_classifier(options: TrainOptions, progress: bool = True) -> TrainingResult:
@@ -215,7 +206,7 @@ def train_image_classifier(options: TrainOptions, progress: bool = True) -> Trai
     findings = FINDINGS[options.modality]
     device = select_device(options.device)
     chain = default_chain(options.modality)
-    splits = {s: _rows(options, s, findings) for s in ("train", "tune", "calibration", "test")}
+    splits = {s: split_rows(options, s, findings) for s in ("train", "tune", "calibration", "test")}
     for split in ("train", "tune", "calibration"):
         if not splits[split]:
             raise ValueError(
@@ -264,7 +255,7 @@ def train_image_classifier(options: TrainOptions, progress: bool = True) -> Trai
         network,
         train_loader,
         tune_loader,
-        _loss(options, train_labels),
+        training_loss(options, train_labels),
         findings,
         epochs=options.epochs,
         learning_rate=options.learning_rate,
@@ -272,19 +263,7 @@ def train_image_classifier(options: TrainOptions, progress: bool = True) -> Trai
         metrics_log=options.out / f"{name}.metrics.jsonl",
         progress=progress,
     )
-    calibration_logits, calibration_labels = predict_logits(network, loader("calibration"), device)
-    tune_logits, tune_labels = predict_logits(network, tune_loader, device)
-    calibration: dict[str, dict[str, Any]] = {}
-    thresholds: dict[str, float] = {}
-    for index, finding in enumerate(findings):
-        calibrator = _fit_calibrator(calibration_logits[:, index], calibration_labels[:, index])
-        calibration[finding] = calibrator.to_dict()
-        probabilities = calibrator.transform(tune_logits[:, index])
-        point = threshold_for_sensitivity(
-            probabilities, tune_labels[:, index], target=options.target_sensitivity
-        )
-        thresholds[finding] = float(point.threshold)
-    entry = ModelEntry(
+    uncalibrated = ModelEntry(
         name=name,
         version=options.version,
         modality=options.modality,
@@ -293,22 +272,28 @@ def train_image_classifier(options: TrainOptions, progress: bool = True) -> Trai
         network=network_description,
         transforms=chain.describe(),
         input_size=tuple(int(v) for v in getattr(chain, "input_size", ())),
-        thresholds=thresholds,
-        calibration=calibration,
         model_card=f"model_cards/{name}.md",
     )
-    written = save_model(network.to("cpu"), entry, options.out)
+    registered = register_calibrated(
+        network,
+        uncalibrated,
+        out=options.out,
+        manifest=options.manifest,
+        splits=splits,
+        device=device,
+        target_sensitivity=options.target_sensitivity,
+        progress=progress,
+    )
+    written, scores = registered.entry, registered.scores
     test_auroc: dict[str, float] = {}
     if splits["test"]:
-        test_logits, test_labels = predict_logits(network, loader("test"), torch.device("cpu"))
-        test_auroc = auroc_per_finding(test_logits, test_labels, findings)
-    return TrainingResult(entry=written, epochs=records, test_auroc=test_auroc)
-
-
-def calibrated_probabilities(entry: ModelEntry, logits: NDArray[np.float32]) -> NDArray[np.float64]:
-    """Return calibrated probabilities ``(studies, findings)`` for a model's raw logits."""
-    columns = [
-        calibrator_from_dict(entry.calibration[finding]).transform(logits[:, index])
-        for index, finding in enumerate(entry.findings)
-    ]
-    return np.stack(columns, axis=1)
+        test = scores["test"]
+        test_auroc = auroc_per_finding(
+            test.logits.astype(np.float32), test.labels.astype(np.float32), findings
+        )
+    return TrainingResult(
+        entry=written,
+        epochs=records,
+        test_auroc=test_auroc,
+        calibration=registered.outcome.findings,
+    )

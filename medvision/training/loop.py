@@ -65,20 +65,22 @@ class EpochRecord:
     learning_rate: float
 
 
-def _autocast(device: torch.device) -> torch.autocast:
+def autocast(device: torch.device) -> torch.autocast:
+    """Return the autocast context of ``device``: bf16 on CUDA, disabled (float32) on CPU."""
     return torch.autocast(
         device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"
     )
 
 
-def _plain_tensor(value: Any) -> torch.Tensor:
-    """Return ``value`` as a plain tensor (the loop needs no MONAI MetaTensor metadata)."""
+def plain_tensor(value: Any) -> torch.Tensor:
+    """Return ``value`` as a plain tensor (networks and stacking need no MONAI metadata)."""
     tensor = torch.as_tensor(value)
     return tensor.as_tensor() if isinstance(tensor, MetaTensor) else tensor
 
 
-def _to_device(image: torch.Tensor, device: torch.device) -> torch.Tensor:
-    image = _plain_tensor(image).to(device, non_blocking=True)
+def to_device(image: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Move an image batch to ``device`` as a plain tensor (channels-last for 2-D on CUDA)."""
+    image = plain_tensor(image).to(device, non_blocking=True)
     if device.type == "cuda" and image.ndim == 4:
         image = image.contiguous(memory_format=torch.channels_last)
     return image
@@ -91,15 +93,23 @@ def predict_logits(
 
     Batches are mappings with ``image`` and ``label`` tensors.
     """
-    network.eval()
     logits, labels = [], []
-    with torch.no_grad():
-        for batch in batches:
-            with _autocast(device):
-                output = network(_to_device(batch["image"], device))
-            logits.append(output.float().cpu().numpy())
-            labels.append(_plain_tensor(batch["label"]).float().cpu().numpy())
+    for batch in batches:
+        logits.append(forward_logits(network, batch["image"], device))
+        labels.append(plain_tensor(batch["label"]).float().cpu().numpy())
     return np.concatenate(logits).astype(np.float32), np.concatenate(labels).astype(np.float32)
+
+
+def forward_logits(network: nn.Module, images: Any, device: torch.device) -> NDArray[np.float32]:
+    """Return the network's output for a batch of images as float32 (eval mode, no gradients).
+
+    The one inference forward pass of every scorer: bf16 autocast and channels-last
+    on CUDA, plain float32 on CPU.
+    """
+    network.eval()
+    with torch.no_grad(), autocast(device):
+        output = network(to_device(images, device))
+    return output.float().cpu().numpy().astype(np.float32)
 
 
 def auroc_per_finding(
@@ -117,7 +127,7 @@ def auroc_per_finding(
     return scores
 
 
-def _mean_auroc(record: EpochRecord) -> float:
+def mean_tune_auroc(record: EpochRecord) -> float:
     """Return the mean tuning AUROC over findings with both classes (-inf when none)."""
     values = [v for v in record.tune_auroc.values() if not np.isnan(v)]
     return float(np.mean(values)) if values else float("-inf")
@@ -184,10 +194,10 @@ def train_classifier(
             disable=not progress,
             leave=False,
         ):
-            image = _to_device(batch["image"], device)
-            label = _plain_tensor(batch["label"]).float().to(device)
+            image = to_device(batch["image"], device)
+            label = plain_tensor(batch["label"]).float().to(device)
             optimiser.zero_grad(set_to_none=True)
-            with _autocast(device):
+            with autocast(device):
                 logits = network(image)
             loss = loss_function(logits.float(), label)
             loss.backward()  # type: ignore[no-untyped-call]
@@ -207,7 +217,7 @@ def train_classifier(
         records.append(record)
         with metrics_log.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(asdict(record)) + "\n")
-        score = _mean_auroc(record)
+        score = mean_tune_auroc(record)
         if best_state is None or score > best_score:
             best_score, best_epoch = score, epoch
             best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
+from medvision.calibration.refit import calibrated_probabilities
 from medvision.modality import Modality
 from medvision.models.registry import load_model, load_registry
 from medvision.synth.generator import SynthConfig, generate
 from medvision.training.classifier import (
     LossKind,
     TrainOptions,
-    calibrated_probabilities,
     train_image_classifier,
 )
 
@@ -46,6 +46,10 @@ def test_training_writes_a_verified_calibrated_model(tmp_path: Path) -> None:
     assert load_registry(tmp_path / "model") == {entry.name: entry}
     assert set(entry.thresholds) == set(entry.calibration) == set(entry.findings)
     assert all(0.0 <= t <= 1.0 for t in entry.thresholds.values())
+    assert set(result.calibration) == set(result.test_auroc) == set(entry.findings)
+    assert {entry.calibration[f]["method"] for f in entry.findings} == {
+        result.calibration[f].method for f in entry.findings
+    }
     assert entry.transforms["name"] == "cxr"
     assert len(result.epochs) == 1
     lines = (tmp_path / "model" / f"{entry.name}.metrics.jsonl").read_text().splitlines()
@@ -58,8 +62,6 @@ def test_training_writes_a_verified_calibrated_model(tmp_path: Path) -> None:
     assert np.all((probabilities >= 0.0) & (probabilities <= 1.0))
 
 
-def test_options_refuse_what_this_trainer_cannot_do(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="ct needs its own trainer"):
-        TrainOptions(modality=Modality.CT, manifest=tmp_path, out=tmp_path)
+def test_options_refuse_an_unknown_loss(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="Did you mean 'focal'\\?"):
         TrainOptions(modality=Modality.CXR, manifest=tmp_path, out=tmp_path, loss="focall")  # type: ignore[arg-type]

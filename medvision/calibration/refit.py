@@ -1,0 +1,324 @@
+"""Calibrate a registered model and choose its operating thresholds from a manifest.
+
+One path for every model family: the study-level raw scores come from the
+family's scorer (:mod:`medvision.inference`), exactly as at inference time, so
+what is calibrated is what is served. Per finding:
+
+1. a calibrator is fitted on the ``calibration`` split (temperature, Platt or
+   isotonic, chosen by cross-validated ECE with
+   :func:`~medvision.calibration.scaling.fit_best_calibrator`; temperature scaling
+   alone when a class has too few cases to compare methods);
+2. the threshold is chosen on the ``tune`` split for the target sensitivity
+   (:func:`~medvision.calibration.operating_point.threshold_for_sensitivity`);
+3. ECE and Brier score before (sigmoid of the raw logit) and after calibration are
+   reported on the calibration split, and on ``test`` when it has both classes.
+
+Optionally (``per_site``) a calibrator is also fitted per acquiring site that has
+enough cases; :func:`calibrator_for_site` picks it at inference time and falls
+back to the pooled calibrator for a site not seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import nn
+from tqdm.auto import tqdm
+
+from medvision.calibration.metrics import brier_score, expected_calibration_error
+from medvision.calibration.operating_point import (
+    OperatingPoint,
+    operating_point_at,
+    threshold_for_sensitivity,
+)
+from medvision.calibration.scaling import (
+    Calibrator,
+    TemperatureScaling,
+    calibrator_from_dict,
+    fit_best_calibrator,
+)
+from medvision.data.manifest import ManifestRow, labelled_rows
+from medvision.inference.scoring import PreparedStudy, StudyScore, scorer_for
+from medvision.models.registry import ModelEntry
+from medvision.transforms.loading import study_item
+
+#: Cross-validation folds when choosing a calibration method.
+CALIBRATION_FOLDS = 5
+
+#: Key under a finding's calibration that holds per-site calibrators.
+PER_SITE_KEY = "per_site"
+
+#: Batch of prepared studies handed to a scorer at once.
+SCORING_BATCH = 16
+
+
+def fit_calibrator(logits: NDArray[Any], labels: NDArray[Any]) -> Calibrator:
+    """Choose and fit a calibrator; with too few cases to compare methods, temperature scaling.
+
+    Comparing methods needs :data:`CALIBRATION_FOLDS` cases of each class; below
+    that only the one-parameter temperature scaling (Guo et al. 2017) is fitted.
+    """
+    positives = int(np.sum(labels))
+    if min(positives, len(labels) - positives) < CALIBRATION_FOLDS:
+        return TemperatureScaling().fit(logits, labels)
+    return fit_best_calibrator(logits, labels, folds=CALIBRATION_FOLDS).calibrator
+
+
+def calibrator_for_site(entry: ModelEntry, finding: str, site: str = "") -> Calibrator:
+    """Return the calibrator of ``finding``: the site's own where one was fitted, else pooled."""
+    parameters = dict(entry.calibration[finding])
+    per_site = parameters.pop(PER_SITE_KEY, {})
+    return calibrator_from_dict(per_site.get(site, parameters) if site else parameters)
+
+
+def calibrated_probabilities(
+    entry: ModelEntry, logits: NDArray[Any], sites: Sequence[str] | None = None
+) -> NDArray[np.float64]:
+    """Return calibrated probabilities ``(studies, findings)`` for raw ``logits``.
+
+    Parameters
+    ----------
+    entry
+        The model (its ``calibration`` per finding).
+    logits
+        Raw scores ``(studies, findings)`` in the order of ``entry.findings``.
+    sites
+        Per study, the acquiring site, to use per-site calibrators where fitted.
+    """
+    values = np.asarray(logits, dtype=np.float64).reshape(len(logits), len(entry.findings))
+    result = np.empty_like(values)
+    for column, finding in enumerate(entry.findings):
+        if sites is None:
+            result[:, column] = calibrator_for_site(entry, finding).transform(values[:, column])
+            continue
+        for site in sorted(set(sites)):
+            rows = np.array([s == site for s in sites])
+            calibrator = calibrator_for_site(entry, finding, site)
+            result[rows, column] = calibrator.transform(values[rows, column])
+    return result
+
+
+@dataclass(frozen=True)
+class SplitScores:
+    """Raw scores of one split: ``logits`` and ``labels`` are ``(studies, findings)``.
+
+    ``studies`` holds the scorer's full output (locations, masks) when it was kept.
+    """
+
+    rows: list[ManifestRow]
+    logits: NDArray[np.float64]
+    labels: NDArray[np.float64]
+    studies: tuple[StudyScore, ...] = ()
+
+    @property
+    def sites(self) -> list[str]:
+        """The acquiring site of each study."""
+        return [row.site for row in self.rows]
+
+
+def score_rows(
+    network: nn.Module,
+    entry: ModelEntry,
+    rows: Sequence[ManifestRow],
+    manifest: Path,
+    device: torch.device,
+    *,
+    progress: bool = True,
+    description: str = "scoring",
+    keep_studies: bool = False,
+) -> SplitScores:
+    """Score manifest rows with the model's scorer; labels come from the manifest.
+
+    With ``keep_studies`` the scorer's full outputs (locations, masks) are kept too.
+
+    Raises
+    ------
+    medvision.dicom.reading.DicomReadError
+        If a study cannot be loaded (a manifest for calibration must be clean).
+    """
+    scorer = scorer_for(entry)
+    scores: list[StudyScore] = []
+    batch: list[PreparedStudy] = []
+    for row in tqdm(rows, desc=description, unit="study", disable=not progress, leave=False):
+        batch.append(scorer.prepare(entry, study_item(row, manifest)))
+        if len(batch) == SCORING_BATCH:
+            scores += scorer.score(network, entry, batch, device)
+            batch = []
+    if batch:
+        scores += scorer.score(network, entry, batch, device)
+    logits = np.array([[s.logits[f] for f in entry.findings] for s in scores], dtype=np.float64)
+    labels = np.array([[row.labels[f] for f in entry.findings] for row in rows], dtype=np.float64)
+    return SplitScores(
+        rows=list(rows),
+        logits=logits.reshape(len(rows), len(entry.findings)),
+        labels=labels.reshape(len(rows), len(entry.findings)),
+        studies=tuple(scores) if keep_studies else (),
+    )
+
+
+@dataclass(frozen=True)
+class FindingCalibration:
+    """What calibration did for one finding.
+
+    Attributes
+    ----------
+    method
+        The calibrator chosen (``temperature``, ``platt`` or ``isotonic``).
+    ece_before, ece_after, brier_before, brier_after
+        On the calibration split: raw sigmoid vs calibrated probabilities.
+    test_ece, test_brier
+        Calibrated, on the test split (``None`` without test cases of both classes).
+    operating_point
+        The threshold chosen on ``tune`` and its sensitivity/specificity there.
+    test_operating_point
+        That threshold on ``test`` (``None`` as above).
+    sites
+        Sites that received their own calibrator.
+    """
+
+    method: str
+    ece_before: float
+    ece_after: float
+    brier_before: float
+    brier_after: float
+    operating_point: OperatingPoint
+    test_ece: float | None = None
+    test_brier: float | None = None
+    test_operating_point: OperatingPoint | None = None
+    sites: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CalibrationOutcome:
+    """The recalibrated entry and, per finding, what calibration did."""
+
+    entry: ModelEntry
+    findings: dict[str, FindingCalibration]
+
+
+def _sigmoid(values: NDArray[np.float64]) -> NDArray[np.float64]:
+    return 1.0 / (1.0 + np.exp(-values))
+
+
+def _both_classes(labels: NDArray[Any]) -> bool:
+    return len(set(labels.tolist())) == 2
+
+
+def calibrate_model(
+    network: nn.Module,
+    entry: ModelEntry,
+    manifest: Path,
+    *,
+    device: torch.device,
+    target_sensitivity: float = 0.90,
+    per_site: bool = False,
+    min_site_cases: int = 50,
+    progress: bool = True,
+    splits: Mapping[str, SplitScores] | None = None,
+) -> CalibrationOutcome:
+    """Fit calibration and thresholds for ``entry`` on ``manifest`` (see the module docstring).
+
+    Parameters
+    ----------
+    network
+        The model's network (eval mode is set by the scorer).
+    entry
+        The model; its weights are unchanged, so its SHA-256 stays valid.
+    manifest
+        Manifest with ``calibration`` and ``tune`` splits of the model's modality.
+    device
+        Where to run the network.
+    target_sensitivity
+        Sensitivity each threshold must reach on ``tune``.
+    per_site
+        Also fit a calibrator per site with at least ``min_site_cases`` calibration
+        cases of which at least :data:`CALIBRATION_FOLDS` are positive and as many negative.
+    progress
+        Show progress bars while scoring.
+    splits
+        Already computed scores by split name (skips scoring those splits).
+
+    Returns
+    -------
+    CalibrationOutcome
+        The entry with ``calibration`` and ``thresholds`` replaced, and the report.
+
+    Raises
+    ------
+    ValueError
+        If the calibration or tune split is empty or a finding has no positive or
+        no negative case there.
+    """
+    scored: dict[str, SplitScores] = dict(splits or {})
+    for split in ("calibration", "tune", "test"):
+        if split in scored:
+            continue
+        rows = labelled_rows(manifest, entry.modality, split, entry.findings)
+        if not rows and split != "test":
+            raise ValueError(f"no {entry.modality.value} study in the {split} split of {manifest}")
+        scored[split] = score_rows(
+            network, entry, rows, manifest, device, progress=progress, description=split
+        )
+    calibration: dict[str, dict[str, Any]] = {}
+    thresholds: dict[str, float] = {}
+    report: dict[str, FindingCalibration] = {}
+    for column, finding in enumerate(entry.findings):
+        logits = scored["calibration"].logits[:, column]
+        labels = scored["calibration"].labels[:, column]
+        for split in ("calibration", "tune"):
+            if not _both_classes(scored[split].labels[:, column]):
+                raise ValueError(
+                    f"finding {finding}: the {split} split needs positive and negative studies"
+                )
+        calibrator = fit_calibrator(logits, labels)
+        parameters = calibrator.to_dict()
+        site_parameters: dict[str, dict[str, Any]] = {}
+        if per_site:
+            sites = np.array(scored["calibration"].sites)
+            for site in sorted(set(sites.tolist())):
+                chosen = sites == site
+                positives = labels[chosen].sum()
+                negatives = chosen.sum() - positives
+                if (
+                    chosen.sum() >= min_site_cases
+                    and min(positives, negatives) >= CALIBRATION_FOLDS
+                ):
+                    site_parameters[site] = fit_calibrator(logits[chosen], labels[chosen]).to_dict()
+            if site_parameters:
+                parameters[PER_SITE_KEY] = site_parameters
+        calibration[finding] = parameters
+        after = calibrator.transform(logits)
+        tune_probabilities = calibrator.transform(scored["tune"].logits[:, column])
+        point = threshold_for_sensitivity(
+            tune_probabilities, scored["tune"].labels[:, column], target=target_sensitivity
+        )
+        thresholds[finding] = float(point.threshold)
+        test = scored["test"]
+        test_values: dict[str, Any] = {}
+        if len(test.rows) and _both_classes(test.labels[:, column]):
+            probabilities = calibrator.transform(test.logits[:, column])
+            test_values = {
+                "test_ece": expected_calibration_error(probabilities, test.labels[:, column]),
+                "test_brier": brier_score(probabilities, test.labels[:, column]),
+                "test_operating_point": operating_point_at(
+                    probabilities, test.labels[:, column], point.threshold
+                ),
+            }
+        report[finding] = FindingCalibration(
+            method=str(parameters["method"]),
+            ece_before=expected_calibration_error(_sigmoid(logits), labels),
+            ece_after=expected_calibration_error(after, labels),
+            brier_before=brier_score(_sigmoid(logits), labels),
+            brier_after=brier_score(after, labels),
+            operating_point=point,
+            sites=sorted(site_parameters),
+            **test_values,
+        )
+    outcome_entry = replace(entry, calibration=calibration, thresholds=thresholds)
+    return CalibrationOutcome(entry=outcome_entry, findings=report)

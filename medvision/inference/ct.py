@@ -1,0 +1,340 @@
+"""The CT nodule segmenter's scorer: sliding-window probabilities, nodules as connected components.
+
+For each study:
+
+1. the entry's CT chain (evaluation mode) gives the RAS volume at 2 mm;
+2. :func:`~medvision.transforms.ct.sliding_window_inferer` runs the network over it
+   (bf16 autocast on CUDA) and the sigmoid of the blended logits is the nodule
+   probability of each voxel;
+3. voxels with probability ``>=`` :data:`PROBABILITY_THRESHOLD` are grouped into
+   26-connected components (``scipy.ndimage.label``); components smaller than
+   :data:`MIN_NODULE_VOLUME_MM3` (a 3 mm sphere — LUNA16 leaves nodules below
+   3 mm out of its reference, Setio et al. 2017; at 2 mm voxels, a lone voxel) are
+   discarded; each remaining component is a nodule with its centroid in patient
+   coordinates (LPS mm, as ImagePositionPatient, PS3.3 C.7.6.2.1.1), its
+   equivalent-sphere diameter ``(6 V / π)^(1/3)`` and its score, the component's
+   highest probability;
+4. the study-level raw score of the finding (a logit, before calibration) is the
+   highest blended logit inside a nodule — the logit of the best nodule's score,
+   so a study is as suspicious as its most suspicious nodule and the study and
+   nodule operating points agree — or, with no nodule, the highest logit of the
+   volume (still ranks studies whose peak stays below the threshold);
+5. the mask of the kept nodules is mapped back onto the DICOM grid
+   (:func:`~medvision.transforms.chain.to_original_grid`, nearest neighbour) and
+   returned as ``(slices, rows, columns)`` uint8 in InstanceNumber order.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data.meta_tensor import MetaTensor
+from monai.inferers.inferer import SlidingWindowInferer
+from monai.transforms.compose import Compose
+from numpy.typing import NDArray
+from scipy import ndimage, special
+from torch import nn
+
+from medvision.inference.scoring import (
+    Location,
+    PreparedStudy,
+    StudyScore,
+    apply_study_transforms,
+    register_scorer,
+)
+from medvision.modality import Modality
+from medvision.models.registry import ModelEntry, Task
+from medvision.training.loop import autocast
+from medvision.transforms import chain_from_description
+from medvision.transforms.chain import MapKind, to_original_grid
+from medvision.transforms.ct import CtTransforms, sliding_window_inferer
+from medvision.transforms.loading import IMAGE_KEY, LPS_TO_RAS, UID_KEY
+
+#: A voxel is nodule when its probability is at least this.
+PROBABILITY_THRESHOLD = 0.5
+#: Diameter (mm) of the smallest nodule kept.
+MIN_NODULE_DIAMETER_MM = 3.0
+#: Volume (mm³) of the smallest component kept: a sphere of :data:`MIN_NODULE_DIAMETER_MM`.
+MIN_NODULE_VOLUME_MM3 = math.pi / 6.0 * MIN_NODULE_DIAMETER_MM**3
+#: Component connectivity: 26 neighbours (faces, edges and corners).
+CONNECTIVITY = ndimage.generate_binary_structure(3, 3)
+
+#: Keys of a prepared input: the transformed item and the chain that made it (for inversion).
+ITEM_KEY = "item"
+TRANSFORMS_KEY = "transforms"
+
+
+@dataclass(frozen=True)
+class NoduleComponent:
+    """One connected component of the thresholded probability map.
+
+    Attributes
+    ----------
+    label
+        Its label in the component map (1, 2, … in scan order of the array).
+    voxels
+        Number of voxels.
+    volume_mm3
+        Volume in mm³.
+    diameter_mm
+        Diameter of the sphere of that volume.
+    centre_mm
+        Centroid in patient coordinates (LPS, mm).
+    probability
+        Highest voxel probability in the component.
+    logit
+        Highest voxel logit in the component.
+    """
+
+    label: int
+    voxels: int
+    volume_mm3: float
+    diameter_mm: float
+    centre_mm: tuple[float, float, float]
+    probability: float
+    logit: float
+
+
+def equivalent_diameter_mm(volume_mm3: float) -> float:
+    """Return the diameter of the sphere of ``volume_mm3``: ``(6 V / π)^(1/3)``."""
+    return float((6.0 * volume_mm3 / math.pi) ** (1.0 / 3.0))
+
+
+def ras_to_lps(point_ras: Sequence[float]) -> tuple[float, float, float]:
+    """Return a RAS point (MONAI's patient axes) in DICOM's LPS (x and y change sign)."""
+    x, y, z, _ = LPS_TO_RAS @ np.array([*point_ras, 1.0])
+    return float(x), float(y), float(z)
+
+
+def find_nodules(
+    logits: NDArray[np.floating[Any]],
+    affine_ras: NDArray[np.floating[Any]],
+    *,
+    threshold: float = PROBABILITY_THRESHOLD,
+    min_volume_mm3: float = MIN_NODULE_VOLUME_MM3,
+) -> tuple[NDArray[np.int32], list[NoduleComponent]]:
+    """Return the kept nodules of a logit map and their component map.
+
+    Parameters
+    ----------
+    logits
+        ``(X, Y, Z)`` voxel logits; probability is their sigmoid.
+    affine_ras
+        The map's 4 x 4 voxel-to-RAS affine (mm).
+    threshold
+        Probability at or above which a voxel is nodule.
+    min_volume_mm3
+        Components smaller than this are discarded.
+
+    Returns
+    -------
+    tuple
+        ``(labels, nodules)``: an int32 map with 0 outside the kept nodules and
+        each kept nodule's :attr:`NoduleComponent.label` inside it, and the nodules.
+    """
+    values = np.asarray(logits, dtype=np.float32)
+    affine = np.asarray(affine_ras, dtype=np.float64)
+    voxel_mm3 = abs(float(np.linalg.det(affine[:3, :3])))
+    cutoff = math.log(threshold / (1.0 - threshold))  # the logit of the threshold
+    labels, count = ndimage.label(values >= cutoff, structure=CONNECTIVITY)
+    voxels = np.bincount(labels.ravel(), minlength=count + 1)
+    voxels[0] = 0  # background
+    chosen = np.flatnonzero(voxels * voxel_mm3 >= min_volume_mm3)
+    relabel = np.zeros(count + 1, dtype=np.int32)
+    relabel[chosen] = np.arange(1, len(chosen) + 1, dtype=np.int32)
+    kept = relabel[labels]
+    numbers = np.arange(1, len(chosen) + 1)
+    centroids = ndimage.center_of_mass(kept > 0, kept, numbers) if len(chosen) else []
+    peaks = ndimage.maximum(values, kept, numbers) if len(chosen) else []
+    nodules: list[NoduleComponent] = []
+    for label, index, centroid, peak in zip(numbers, chosen, centroids, peaks, strict=True):
+        volume = float(voxels[index]) * voxel_mm3
+        centre_ras = affine @ np.array([*centroid, 1.0])
+        nodules.append(
+            NoduleComponent(
+                label=int(label),
+                voxels=int(voxels[index]),
+                volume_mm3=volume,
+                diameter_mm=equivalent_diameter_mm(volume),
+                centre_mm=ras_to_lps(centre_ras[:3]),
+                probability=float(special.expit(peak)),
+                logit=float(peak),
+            )
+        )
+    return kept, nodules
+
+
+def _in_instance_order(volume: NDArray[Any], meta: Mapping[str, Any]) -> NDArray[Any]:
+    """Reorder slices from the loaded (slice-normal) order to InstanceNumber order."""
+    numbers = np.asarray(meta["instance_numbers"])
+    return volume[np.argsort(numbers, kind="stable")]
+
+
+def study_score_from_logits(
+    logits: NDArray[np.floating[Any]],
+    item: Mapping[str, Any],
+    transforms: Compose,
+    findings: Sequence[str],
+) -> StudyScore:
+    """Turn the network's logit map of one study into its :class:`StudyScore`.
+
+    Parameters
+    ----------
+    logits
+        ``(findings, X, Y, Z)`` blended logits on the grid of ``item["image"]``.
+    item
+        The transformed item (model space), with its MONAI trace.
+    transforms
+        The chain that produced ``item`` (evaluation mode), to map masks back.
+    findings
+        The finding of each channel.
+
+    Raises
+    ------
+    ValueError
+        If the logit map does not fit the image or the findings (see also
+        :func:`~medvision.transforms.chain.to_original_grid`).
+    """
+    image = item[IMAGE_KEY]
+    if not isinstance(image, MetaTensor):
+        raise ValueError(f"item['{IMAGE_KEY}'] is not a MetaTensor: it carries no geometry")
+    values = np.asarray(logits, dtype=np.float32)
+    if values.shape != (len(findings), *image.shape[1:]):
+        raise ValueError(
+            f"logit map of shape {values.shape} does not fit {len(findings)} finding(s) "
+            f"on the image's {tuple(image.shape[1:])}"
+        )
+    affine = np.asarray(image.affine, dtype=np.float64)
+    series_uid = str(image.meta["series_instance_uid"])
+    study_logits: dict[str, float] = {}
+    locations: dict[str, list[Location]] = {}
+    masks: dict[str, NDArray[np.uint8]] = {}
+    for channel, finding in enumerate(findings):
+        labels, nodules = find_nodules(values[channel], affine)
+        peak = max((n.logit for n in nodules), default=float(values[channel].max()))
+        study_logits[finding] = float(peak)
+        locations[finding] = [
+            Location(
+                referenced_uid=series_uid,
+                centre=n.centre_mm,
+                diameter_mm=n.diameter_mm,
+                score=n.probability,
+            )
+            for n in nodules
+        ]
+        back = to_original_grid((labels > 0).astype(np.float32), item, transforms, MapKind.LABEL)[0]
+        masks[finding] = _in_instance_order((back > 0.5).astype(np.uint8), image.meta)
+    return StudyScore(
+        study_instance_uid=str(image.meta["study_instance_uid"]),
+        logits=study_logits,
+        locations=locations,
+        masks=masks,
+    )
+
+
+def ct_chain(entry: ModelEntry) -> CtTransforms:
+    """Return the CT chain an entry records.
+
+    Raises
+    ------
+    ValueError
+        If the entry's chain is not the CT chain (or is refused by
+        :func:`~medvision.transforms.chain_from_description`).
+    """
+    chain = chain_from_description(entry.transforms)
+    if not isinstance(chain, CtTransforms):
+        raise ValueError(
+            f"model {entry.name}: the CT segmenter scorer needs the 'ct' transform chain, "
+            f"the entry records '{entry.transforms.get('name')}'"
+        )
+    return chain
+
+
+class CtSegmenterScorer:
+    """Scorer of CT nodule segmenters (see the module docstring).
+
+    The evaluation chain of each model is composed once per scorer instance; each
+    prepared study keeps it, since mapping masks back replays that very chain.
+    """
+
+    def __init__(self) -> None:
+        self._transforms: dict[str, Compose] = {}
+
+    def transforms(self, entry: ModelEntry) -> Compose:
+        """Return the evaluation chain of ``entry`` (built once per chain description).
+
+        Raises
+        ------
+        ValueError
+            If the entry's chain is not the CT chain (see :func:`ct_chain`).
+        """
+        key = json.dumps(entry.transforms, sort_keys=True)
+        if key not in self._transforms:
+            self._transforms[key] = ct_chain(entry).build(training=False)
+        return self._transforms[key]
+
+    def prepare(self, entry: ModelEntry, item: dict[str, Any]) -> PreparedStudy:
+        """Load the study's CT series and apply the entry's chain (evaluation mode).
+
+        Raises
+        ------
+        medvision.transforms.loading.StudyLoadError
+            If the study cannot be loaded (no CT series, several and none chosen,
+            missing geometry, unreadable slices …).
+        ValueError
+            If the entry's chain is not the CT chain.
+        """
+        transforms = self.transforms(entry)
+        transformed = apply_study_transforms(transforms, item)
+        return PreparedStudy(
+            study_instance_uid=str(item[UID_KEY]),
+            inputs=[{ITEM_KEY: transformed, TRANSFORMS_KEY: transforms}],
+        )
+
+    def score(
+        self,
+        network: nn.Module,
+        entry: ModelEntry,
+        studies: Sequence[PreparedStudy],
+        device: torch.device,
+    ) -> list[StudyScore]:
+        """Segment each prepared study and report its nodules, mask and study logit."""
+        network.eval()
+        network.to(device)
+        roi_size = entry.input_size or ct_chain(entry).roi_size
+        inferer = sliding_window_inferer(roi_size, sw_batch_size=4 if device.type == "cuda" else 2)
+        scores = []
+        for study in studies:
+            prepared = study.inputs[0]
+            item, transforms = prepared[ITEM_KEY], prepared[TRANSFORMS_KEY]
+            logits = predict_logit_map(network, inferer, item[IMAGE_KEY], device)
+            scores.append(study_score_from_logits(logits, item, transforms, entry.findings))
+        return scores
+
+
+def predict_logit_map(
+    network: nn.Module,
+    inferer: SlidingWindowInferer,
+    image: torch.Tensor,
+    device: torch.device,
+) -> NDArray[np.float32]:
+    """Return the blended ``(channels, X, Y, Z)`` logits of a ``(1, X, Y, Z)`` volume.
+
+    Runs ``inferer`` (a MONAI sliding-window inferer) without gradients, with
+    bf16 autocast on CUDA; the network must already be on ``device`` in eval mode.
+    """
+    volume = image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
+    with torch.no_grad(), autocast(device):
+        output = inferer(volume[None].to(device), network)
+    if not isinstance(output, torch.Tensor):
+        raise TypeError(f"the network returned {type(output).__name__}, expected a tensor")
+    return np.asarray(output.float()[0].cpu().numpy(), dtype=np.float32)
+
+
+register_scorer(Modality.CT, Task.SEGMENTATION, CtSegmenterScorer)

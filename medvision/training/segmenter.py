@@ -1,0 +1,390 @@
+"""Train, calibrate, register and evaluate the CT nodule segmenter from a manifest.
+
+The steps, each on the manifest's own splits (phantom sets split by patient):
+
+1. train a 3-D U-Net (:func:`default_segmenter_network`) on patches of the
+   ``train`` studies: the CT chain in training mode with the nodule mask
+   (:class:`~medvision.transforms.ct.CtTransforms`: RAS, 2 mm, HU window, patches
+   half centred on nodule voxels), loss Dice + focal (MONAI ``DiceFocalLoss`` on
+   sigmoid outputs; Milletari et al. 2016, Lin et al. 2017), AdamW with a cosine
+   schedule, bf16 autocast on CUDA only;
+2. after each epoch, the mean Dice on the ``tune`` studies with a nodule:
+   sliding-window inference on the whole volume in model space (RAS, 2 mm),
+   nodules found as the scorer finds them
+   (:func:`~medvision.inference.ct.find_nodules`), against the resampled mask; the
+   epoch with the best mean tune Dice is kept;
+3. write the fp16 weights and the registry entry
+   (:func:`~medvision.models.registry.save_model`), reload them (hash verified)
+   and fit the study-level calibration and threshold of ``nodule`` through the
+   registered scorer on the ``calibration`` and ``tune`` splits
+   (:func:`~medvision.calibration.refit.calibrate_model`), so what is calibrated
+   is exactly what is served; write the entry again (same weights, same hash);
+4. evaluate the served model on the ``test`` split
+   (:func:`~medvision.evaluation.ct_detection.evaluate_ct_detection`).
+
+Each epoch appends one JSON line (train loss, tune Dice, seconds, learning rate)
+to ``<out>/<name>.metrics.jsonl``; a last line names the kept epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data.dataloader import DataLoader
+from monai.data.dataset import CacheDataset
+from monai.inferers.inferer import SlidingWindowInferer
+from monai.losses.dice import DiceFocalLoss
+from torch import nn
+from tqdm.auto import tqdm
+
+from medvision.calibration.refit import (
+    FindingCalibration,
+)
+from medvision.data.manifest import ManifestRow
+from medvision.evaluation.ct_detection import (
+    CtDetectionEvaluation,
+    dice_coefficient,
+    evaluate_ct_detection,
+    scan_detections,
+)
+from medvision.inference.ct import find_nodules, predict_logit_map
+from medvision.modality import FINDINGS, Modality
+from medvision.models.networks import build_network
+from medvision.models.registry import ModelEntry, Task
+from medvision.training.classifier import TrainOptions, split_rows
+from medvision.training.loop import (
+    autocast,
+    plain_tensor,
+    seed_everything,
+    select_device,
+    to_device,
+)
+from medvision.training.registration import register_calibrated
+from medvision.transforms.ct import CtTransforms, sliding_window_inferer
+from medvision.transforms.loading import IMAGE_KEY, MASK_KEY, study_item
+
+#: Registry name of the segmenter unless the options give one.
+DEFAULT_NAME = "ct-unet"
+#: AdamW weight decay (as the classifiers').
+WEIGHT_DECAY = 1e-4
+
+
+def default_segmenter_network() -> dict[str, Any]:
+    """Return the default network description of the CT nodule segmenter.
+
+    A 3-D residual U-Net (MONAI ``UNet``; Ronneberger et al. 2015, Kerfoot et al.
+    2018) of four levels, 16 to 128 channels and stride-2 down-sampling, one input
+    channel (the windowed CT) and one output logit channel (``nodule``): about
+    0.6 M parameters, sized to train on a CPU.
+    """
+    return {
+        "architecture": "unet",
+        "spatial_dims": 3,
+        "in_channels": 1,
+        "out_channels": 1,
+        "channels": [16, 32, 64, 128],
+        "strides": [2, 2, 2],
+        "num_res_units": 1,
+    }
+
+
+@dataclass(frozen=True)
+class SegmenterEpochRecord:
+    """What one epoch did (one line of the metrics log).
+
+    Attributes
+    ----------
+    epoch
+        1-based epoch number.
+    train_loss
+        Mean Dice + focal loss over the epoch's patches.
+    tune_dice
+        Mean Dice over tune studies with a nodule (NaN when there is none).
+    seconds
+        Wall time of the epoch, tune Dice included.
+    learning_rate
+        The learning rate the epoch trained with.
+    """
+
+    epoch: int
+    train_loss: float
+    tune_dice: float
+    seconds: float
+    learning_rate: float
+
+
+@dataclass(frozen=True)
+class SegmenterTrainingResult:
+    """What a segmenter training run produced.
+
+    Attributes
+    ----------
+    entry
+        The registry entry as written (calibrated, thresholds set, hash filled in).
+    epochs
+        One record per epoch.
+    kept_epoch
+        The epoch whose weights were kept (best mean tune Dice).
+    calibration
+        Per finding, what calibration did
+        (:class:`~medvision.calibration.refit.FindingCalibration`).
+    test_evaluation
+        Detection and Dice figures on the test split; ``None`` without test studies
+        or when one lacks nodule annotations or masks.
+    """
+
+    entry: ModelEntry
+    epochs: list[SegmenterEpochRecord]
+    kept_epoch: int
+    calibration: dict[str, FindingCalibration]
+    test_evaluation: CtDetectionEvaluation | None
+
+
+def _require_masks(rows: Sequence[ManifestRow], split: str) -> None:
+    missing = [row.study_instance_uid for row in rows if row.masks is None]
+    if missing:
+        raise ValueError(
+            f"the CT segmenter trains on nodule masks: {len(missing)} {split} "
+            f"{'study has' if len(missing) == 1 else 'studies have'} no masks file (manifest "
+            f"column 'masks'; first {missing[0]})"
+        )
+
+
+def tune_mean_dice(
+    network: nn.Module,
+    dataset: CacheDataset | Sequence[Mapping[str, Any]],
+    inferer: SlidingWindowInferer,
+    device: torch.device,
+    progress: bool = False,
+) -> float:
+    """Return the mean Dice in model space over items whose mask has a nodule.
+
+    Each item's whole volume goes through ``inferer``; the predicted mask is the
+    kept nodules of :func:`~medvision.inference.ct.find_nodules` (as served), the
+    truth the item's resampled ``label`` mask. NaN when no item has a nodule.
+    """
+    network.eval()
+    values = []
+    for index in tqdm(range(len(dataset)), desc="tune Dice", disable=not progress, leave=False):
+        item = dataset[index]
+        truth = np.asarray(plain_tensor(item[MASK_KEY])[0]) > 0.5
+        if not truth.any():
+            continue
+        logits = predict_logit_map(network, inferer, item[IMAGE_KEY], device)
+        labels, _ = find_nodules(logits[0], np.asarray(item[IMAGE_KEY].affine))
+        values.append(dice_coefficient(labels > 0, truth))
+    return float(np.mean(values)) if values else math.nan
+
+
+def collate_patches(items: Sequence[Any]) -> dict[str, torch.Tensor]:
+    """Stack training patches (one list of patches per study) into image and mask tensors.
+
+    Only the voxels travel: the MONAI metadata of the patches differs between
+    studies (e.g. their series' slice lists) and training needs none of it.
+    """
+    patches = [patch for item in items for patch in (item if isinstance(item, list) else [item])]
+    return {
+        IMAGE_KEY: torch.stack([plain_tensor(patch[IMAGE_KEY]) for patch in patches]),
+        MASK_KEY: torch.stack([plain_tensor(patch[MASK_KEY]) for patch in patches]),
+    }
+
+
+def _train_epoch(
+    network: nn.Module,
+    batches: DataLoader,
+    loss_function: nn.Module,
+    optimiser: torch.optim.Optimizer,
+    device: torch.device,
+    description: str,
+    progress: bool,
+) -> float:
+    """Train one epoch; return the mean loss per patch."""
+    network.train()
+    total, count = 0.0, 0
+    for batch in tqdm(batches, desc=description, unit="batch", disable=not progress, leave=False):
+        image = to_device(batch[IMAGE_KEY], device)
+        label = plain_tensor(batch[MASK_KEY]).float().to(device)
+        optimiser.zero_grad(set_to_none=True)
+        with autocast(device):
+            logits = network(image)
+        loss = loss_function(logits.float(), label)
+        loss.backward()
+        optimiser.step()
+        total += float(loss.detach()) * len(image)
+        count += len(image)
+    return total / max(count, 1)
+
+
+def train_ct_segmenter(
+    options: TrainOptions,
+    progress: bool = True,
+    *,
+    chain: CtTransforms | None = None,
+) -> SegmenterTrainingResult:
+    """Train, register, calibrate and evaluate the CT nodule segmenter (see the module docstring).
+
+    Parameters
+    ----------
+    options
+        The run (:class:`~medvision.training.classifier.TrainOptions`, modality
+        ``ct``). ``batch_size`` counts studies: each gives the chain's
+        ``samples_per_volume`` patches. ``loss`` and ``balanced_sampler`` are
+        ignored: the segmenter always trains with Dice + focal loss on patches
+        half centred on nodule voxels. ``max_studies`` limits every split,
+        calibration and test included. ``network`` defaults to
+        :func:`default_segmenter_network`, ``name`` to :data:`DEFAULT_NAME`.
+    progress
+        Show progress bars.
+    chain
+        The CT chain (default parameters when ``None``); its ``roi_size`` is the
+        patch size for training and sliding-window inference.
+
+    Returns
+    -------
+    SegmenterTrainingResult
+        The written entry, the epoch records, calibration and test figures.
+
+    Raises
+    ------
+    ValueError
+        If the modality is not CT, the train split has no study or the tune split
+        no study with a nodule, a train or tune study has no masks file, or the
+        calibration or tune split lacks positive or negative studies.
+    """
+    if options.modality != Modality.CT:
+        raise ValueError(
+            f"the CT segmenter trains on ct studies, the options name {options.modality.value}"
+        )
+    seed_everything(options.seed)
+    findings = FINDINGS[Modality.CT]
+    device = select_device(options.device)
+    chain = chain or CtTransforms()
+    splits = {s: split_rows(options, s, findings) for s in ("train", "tune", "calibration", "test")}
+    tune_positive = [row for row in splits["tune"] if all(row.labels[f] for f in findings)]
+    if not splits["train"]:
+        raise ValueError(f"no ct study in the train split of {options.manifest}")
+    if not tune_positive:
+        raise ValueError(f"no ct study with a nodule in the tune split of {options.manifest}")
+    _require_masks(splits["train"], "train")
+    _require_masks(tune_positive, "tune")
+
+    train_transforms = chain.build(True, mask_key=MASK_KEY, mask_names=findings)
+    train_transforms.set_random_state(seed=options.seed)
+    train_set = CacheDataset(
+        [study_item(row, options.manifest) for row in splits["train"]],
+        train_transforms,
+        progress=progress,
+        num_workers=0,
+    )
+    train_loader = DataLoader(
+        train_set,
+        batch_size=options.batch_size,
+        shuffle=True,
+        num_workers=0,
+        generator=torch.Generator().manual_seed(options.seed),
+        collate_fn=collate_patches,
+    )
+    tune_set = CacheDataset(
+        [study_item(row, options.manifest) for row in tune_positive],
+        chain.build(False, mask_key=MASK_KEY, mask_names=findings),
+        progress=progress,
+        num_workers=0,
+    )
+    network_description = options.network or default_segmenter_network()
+    network = build_network(network_description).to(device)
+    # batch=True: Dice over the whole batch, so patches without a nodule do not each
+    # reward an empty prediction (their per-patch Dice is undefined).
+    loss_function = DiceFocalLoss(sigmoid=True, batch=True)
+    optimiser = torch.optim.AdamW(
+        network.parameters(), lr=options.learning_rate, weight_decay=WEIGHT_DECAY
+    )
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=options.epochs)
+    inferer = sliding_window_inferer(chain.roi_size)
+    name = options.name or DEFAULT_NAME
+    options.out.mkdir(parents=True, exist_ok=True)
+    metrics_log = options.out / f"{name}.metrics.jsonl"
+    metrics_log.write_text("", encoding="utf-8")
+
+    records: list[SegmenterEpochRecord] = []
+    best_state: dict[str, torch.Tensor] | None = None
+    best_dice, kept_epoch = -math.inf, 0
+    for epoch in range(1, options.epochs + 1):
+        start = time.perf_counter()
+        rate = float(schedule.get_last_lr()[0])
+        train_loss = _train_epoch(
+            network,
+            train_loader,
+            loss_function,
+            optimiser,
+            device,
+            f"epoch {epoch}/{options.epochs}",
+            progress,
+        )
+        schedule.step()
+        dice = tune_mean_dice(network, tune_set, inferer, device, progress)
+        record = SegmenterEpochRecord(
+            epoch=epoch,
+            train_loss=train_loss,
+            tune_dice=dice,
+            seconds=time.perf_counter() - start,
+            learning_rate=rate,
+        )
+        records.append(record)
+        with metrics_log.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(asdict(record)) + "\n")
+        score = -math.inf if math.isnan(dice) else dice
+        if best_state is None or score > best_dice:
+            best_dice, kept_epoch = score, epoch
+            best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
+    if best_state is not None:
+        network.load_state_dict(best_state)
+    with metrics_log.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"kept_epoch": kept_epoch, "tune_dice": best_dice}) + "\n")
+
+    entry = ModelEntry(
+        name=name,
+        version=options.version,
+        modality=Modality.CT,
+        findings=findings,
+        task=Task.SEGMENTATION,
+        network=network_description,
+        transforms=chain.describe(),
+        input_size=tuple(int(v) for v in chain.roi_size),
+        model_card=f"model_cards/{name}.md",
+    )
+    # Test scores keep masks and locations for the detection figures.
+    registered = register_calibrated(
+        network,
+        entry,
+        out=options.out,
+        manifest=options.manifest,
+        splits=splits,
+        device=device,
+        target_sensitivity=options.target_sensitivity,
+        progress=progress,
+        keep_studies=("test",),
+    )
+    test_scores = registered.scores["test"].studies
+    evaluation = None
+    test_rows = splits["test"]
+    if test_rows and all(r.annotations is not None and r.masks is not None for r in test_rows):
+        evaluation = evaluate_ct_detection(
+            [
+                scan_detections(score, row, options.manifest)
+                for score, row in zip(test_scores, test_rows, strict=True)
+            ]
+        )
+    return SegmenterTrainingResult(
+        entry=registered.entry,
+        epochs=records,
+        kept_epoch=kept_epoch,
+        calibration=registered.outcome.findings,
+        test_evaluation=evaluation,
+    )

@@ -1,0 +1,136 @@
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.transforms.traits import RandomizableTrait
+
+from medvision.calibration.refit import SplitScores
+from medvision.data.manifest import ManifestRow, write_manifest
+from medvision.modality import FINDINGS, Modality
+from medvision.models.registry import load_model, load_registry, sha256_of
+from medvision.synth.generator import SynthConfig, generate
+from medvision.training.classifier import LossKind, TrainOptions
+from medvision.training.mammography import (
+    per_breast_auroc,
+    split_chain,
+    train_mammography,
+)
+from medvision.transforms.mammo import MammoTransforms
+
+TINY_NETWORK = {
+    "architecture": "densenet",
+    "spatial_dims": 2,
+    "in_channels": 1,
+    "out_channels": 1,
+    "init_features": 4,
+    "growth_rate": 4,
+    "block_config": [1, 1],
+}
+
+#: Per split, the kinds of study it gets: left-only, right-only cancer, or none.
+SPLIT_PLAN = {"tune": "LRN", "calibration": "LRN", "test": "L"}
+
+
+def _kind(row: ManifestRow) -> str:
+    left, right = row.labels["malignancy_left"], row.labels["malignancy_right"]
+    return "B" if left and right else "L" if left else "R" if right else "N"
+
+
+def _assign_splits(rows: list[ManifestRow]) -> list[ManifestRow]:
+    """Give tune and calibration a left, a right and a negative study; the rest trains."""
+    unused = list(range(len(rows)))
+    split = ["train"] * len(rows)
+    for name, kinds in SPLIT_PLAN.items():
+        for kind in kinds:
+            index = next(i for i in unused if _kind(rows[i]) == kind)
+            unused.remove(index)
+            split[index] = name
+    return [replace(row, split=s) for row, s in zip(rows, split, strict=True)]
+
+
+@pytest.mark.slow
+def test_training_writes_a_verified_model_calibrated_for_every_finding(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    config = SynthConfig((Modality.MAMMO,), 9, 5, data, prevalence={"*": 0.5}, workers=1)
+    rows = _assign_splits(generate(config, progress=False))
+    write_manifest(rows, data / "manifest.csv")
+    options = TrainOptions(
+        modality=Modality.MAMMO,
+        manifest=data / "manifest.csv",
+        out=tmp_path / "model",
+        epochs=1,
+        batch_size=8,
+        loss=LossKind.CLASS_BALANCED_FOCAL,
+        device="cpu",
+        max_studies=3,
+        network=TINY_NETWORK,
+    )
+    result = train_mammography(options, progress=False)
+    entry = result.entry
+    out = tmp_path / "model"
+    assert entry.name == "mammo-densenet"
+    assert entry.findings == ("malignancy", "malignancy_left", "malignancy_right")
+    assert entry.transforms["name"] == "mammo"
+    assert entry.input_size == (256, 192)
+    assert entry.model_card == "model_cards/mammo-densenet.md"
+    assert load_registry(out) == {entry.name: entry}
+    assert entry.weights_sha256 == sha256_of(out / entry.weights_file)
+    assert set(entry.calibration) == set(entry.thresholds) == set(entry.findings)
+    assert set(result.calibration) == set(entry.findings)
+    assert all(0.0 <= t <= 1.0 for t in entry.thresholds.values())
+    assert len(result.epochs) == 1
+    assert set(result.epochs[0].tune_auroc) == {"malignancy_of_view_breast"}
+    lines = (out / "mammo-densenet.metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["kept_epoch"] == 1
+    # Test split: one study, cancer in the left breast only.
+    assert set(result.test_auroc) == set(entry.findings)
+    assert all(math.isnan(value) for value in result.test_auroc.values())
+    assert 0.0 <= result.per_breast_test_auroc <= 1.0
+    network = load_model(entry, out)
+    with torch.no_grad():
+        assert tuple(network(torch.zeros(2, 1, 256, 192)).shape) == (2, 1)
+
+
+def _scores(logits: list[list[float]], labels: list[list[int]]) -> SplitScores:
+    return SplitScores(
+        rows=[], logits=np.array(logits, dtype=np.float64), labels=np.array(labels, dtype=float)
+    )
+
+
+def test_per_breast_auroc_pools_left_and_right_breasts_as_cases() -> None:
+    findings = FINDINGS[Modality.MAMMO]
+    # Columns: malignancy, left, right. Breasts: (0.9, 1) (0.1, 0) (0.2, 0) (0.8, 1) — perfect;
+    # the study column (ranked wrongly on purpose) must not count.
+    scores = _scores([[-5.0, 0.9, 0.1], [5.0, 0.2, 0.8]], [[1, 1, 0], [1, 0, 1]])
+    assert per_breast_auroc(scores, findings) == 1.0
+    mixed = _scores([[0.0, 0.9, 0.1], [0.0, 0.85, 0.8]], [[1, 1, 0], [1, 0, 1]])
+    assert per_breast_auroc(mixed, findings) == 0.75
+    assert math.isnan(per_breast_auroc(_scores([[0.0, 1.0, 2.0]], [[0, 0, 0]]), findings))
+
+
+def test_the_training_chain_splits_before_its_first_random_step() -> None:
+    deterministic, random = split_chain(MammoTransforms().build(training=True))
+    assert not any(isinstance(step, RandomizableTrait) for step in deterministic.transforms)
+    assert isinstance(random.transforms[0], RandomizableTrait)
+    assert type(deterministic.transforms[0]).__name__ == "LoadStudyd"
+
+
+def test_options_of_another_modality_are_refused(tmp_path: Path) -> None:
+    options = TrainOptions(modality=Modality.CXR, manifest=tmp_path, out=tmp_path)
+    with pytest.raises(ValueError, match="trains mammography models, got modality cxr"):
+        train_mammography(options, progress=False)
+
+
+def test_a_network_with_more_than_one_output_is_refused(tmp_path: Path) -> None:
+    options = TrainOptions(
+        modality=Modality.MAMMO,
+        manifest=tmp_path,
+        out=tmp_path,
+        network={**TINY_NETWORK, "out_channels": 3},
+    )
+    with pytest.raises(ValueError, match="in_channels and out_channels must be 1, got 1 and 3"):
+        train_mammography(options, progress=False)

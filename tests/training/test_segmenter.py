@@ -1,0 +1,147 @@
+"""Tests of the CT nodule segmenter's training run."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from medvision.data.manifest import read_manifest, write_manifest
+from medvision.modality import Modality
+from medvision.models.networks import build_network
+from medvision.models.registry import Task, load_model, load_registry
+from medvision.synth.generator import SynthConfig, generate
+from medvision.training.classifier import TrainOptions
+from medvision.training.segmenter import (
+    SegmenterTrainingResult,
+    default_segmenter_network,
+    train_ct_segmenter,
+)
+from medvision.transforms.ct import CtTransforms
+
+#: Seed of eight CT phantoms, four with nodules and four without.
+SEED = 3
+SPLITS = ("train", "tune", "calibration", "test")
+TINY_NETWORK = {
+    "architecture": "unet",
+    "spatial_dims": 3,
+    "in_channels": 1,
+    "out_channels": 1,
+    "channels": [4, 8],
+    "strides": [2],
+    "num_res_units": 0,
+}
+#: Coarse 4 mm voxels, small patches, one per study: a run of seconds on a CPU.
+TINY_CHAIN = CtTransforms(spacing_mm=(4.0, 4.0, 4.0), roi_size=(48, 48, 32), samples_per_volume=1)
+
+Run = tuple[Path, SegmenterTrainingResult]
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Eight phantoms; each split gets one study with nodules and one without."""
+    out = tmp_path_factory.mktemp("ct-segmenter")
+    config = SynthConfig((Modality.CT,), 8, SEED, out, prevalence={"*": 0.5}, workers=1)
+    rows = generate(config, progress=False)
+    positive = [row for row in rows if row.labels["nodule"] == 1]
+    negative = [row for row in rows if row.labels["nodule"] == 0]
+    assert len(positive) == len(negative) == 4
+    paired = [row for pair in zip(positive, negative, strict=True) for row in pair]
+    rows = [replace(row, split=SPLITS[index // 2]) for index, row in enumerate(paired)]
+    write_manifest(rows, out / "manifest.csv")
+    return out / "manifest.csv"
+
+
+@pytest.fixture(scope="module")
+def run(manifest: Path, tmp_path_factory: pytest.TempPathFactory) -> Run:
+    out = tmp_path_factory.mktemp("model")
+    options = TrainOptions(
+        modality=Modality.CT,
+        manifest=manifest,
+        out=out,
+        epochs=2,
+        batch_size=2,
+        device="cpu",
+        max_studies=2,
+        network=TINY_NETWORK,
+    )
+    # One intra-op thread: on a small shared CPU, torch's thread pool mostly waits.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return out, train_ct_segmenter(options, progress=False, chain=TINY_CHAIN)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+def test_training_writes_a_calibrated_segmenter_whose_hash_verifies(run: Run) -> None:
+    out, result = run
+    entry = result.entry
+    assert sorted(path.name for path in out.iterdir()) == [
+        "ct-unet.json",
+        "ct-unet.metrics.jsonl",
+        "ct-unet.pt",
+    ]
+    assert load_registry(out) == {"ct-unet": entry}
+    network = load_model(entry, out)
+    assert sum(p.numel() for p in network.parameters()) > 0
+    assert (entry.task, entry.findings, entry.input_size) == (
+        Task.SEGMENTATION,
+        ("nodule",),
+        (48, 48, 32),
+    )
+    assert entry.transforms == TINY_CHAIN.describe()
+    assert entry.model_card == "model_cards/ct-unet.md"
+    assert set(entry.calibration) == {"nodule"}
+    assert entry.calibration["nodule"]["method"] == result.calibration["nodule"].method
+    assert 0.0 <= entry.thresholds["nodule"] <= 1.0
+
+
+@pytest.mark.slow
+def test_training_logs_each_epoch_then_the_kept_one(run: Run) -> None:
+    out, result = run
+    lines = [json.loads(line) for line in (out / "ct-unet.metrics.jsonl").read_text().splitlines()]
+    assert [line.get("epoch") for line in lines] == [1, 2, None]
+    assert set(lines[0]) == {"epoch", "train_loss", "tune_dice", "seconds", "learning_rate"}
+    assert lines[0]["learning_rate"] == 2e-3
+    assert lines[-1]["kept_epoch"] == result.kept_epoch in {1, 2}
+    assert [record.epoch for record in result.epochs] == [1, 2]
+
+
+@pytest.mark.slow
+def test_training_evaluates_detection_on_the_test_split(run: Run) -> None:
+    _, result = run
+    evaluation = result.test_evaluation
+    assert evaluation is not None
+    assert evaluation.scans == 2
+    assert len(evaluation.dice_per_scan) == 1  # one test study has nodules
+    assert 0.0 <= evaluation.mean_dice <= 1.0
+
+
+def test_default_network_is_a_3d_unet_with_one_logit_channel() -> None:
+    description = default_segmenter_network()
+    assert (description["architecture"], description["spatial_dims"]) == ("unet", 3)
+    assert (description["in_channels"], description["out_channels"]) == (1, 1)
+    network = build_network(description)
+    assert 500_000 < sum(p.numel() for p in network.parameters()) < 700_000
+
+
+def test_training_refuses_a_modality_other_than_ct(tmp_path: Path) -> None:
+    options = TrainOptions(modality=Modality.CXR, manifest=tmp_path, out=tmp_path)
+    with pytest.raises(ValueError, match="the CT segmenter trains on ct studies, the options name"):
+        train_ct_segmenter(options, progress=False)
+
+
+def test_training_refuses_train_studies_without_masks(manifest: Path, tmp_path: Path) -> None:
+    rows = [replace(row, masks=None) for row in read_manifest(manifest)]
+    write_manifest(rows, manifest.parent / "no-masks.csv")
+    options = TrainOptions(
+        modality=Modality.CT, manifest=manifest.parent / "no-masks.csv", out=tmp_path
+    )
+    expected = r"2 train studies have no masks file \(manifest column 'masks'; first [0-9.]+\)"
+    with pytest.raises(ValueError, match=expected):
+        train_ct_segmenter(options, progress=False)
