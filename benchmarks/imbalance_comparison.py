@@ -7,9 +7,10 @@ sensitivity at 90 % specificity. Prints a Markdown table for ``docs/training.md`
 
 Usage::
 
-    medvision synth --modality cxr --studies 2000 --seed 37 --out cxr-real
+    medvision synth --modality cxr --studies 1500 --seed 37 --out cxr-real
     python benchmarks/imbalance_comparison.py --manifest cxr-real/manifest.csv \
-        --modality cxr --epochs 12 --out /tmp/compare
+        --modality cxr --epochs 10 --lesion-masks --out /tmp/compare \
+        --setups "plain BCE" "class-balanced focal"
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--setups", nargs="*", default=[label for label, _, _ in SETUPS])
+    parser.add_argument(
+        "--lesion-masks", action="store_true", help="as medvision train --lesion-masks"
+    )
     args = parser.parse_args()
     modality = Modality.parse(args.modality)
     device = select_device("auto")
@@ -70,6 +74,7 @@ def main() -> None:
                 seed=args.seed,
                 loss=loss,
                 balanced_sampler=sampler,
+                lesion_masks=args.lesion_masks,
             ),
             progress=False,
         )

@@ -3,7 +3,7 @@
 The same phantom lesions (same seeds) are acquired on every device of a modality,
 so differences come from the devices alone.
 
-Usage: python benchmarks/synth_domain_shift.py [--studies 20]
+Usage: python benchmarks/synth_domain_shift.py [--studies 20] [--modalities cxr ...]
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--studies", type=int, default=20, help="positive studies per device")
     parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--modalities", nargs="*", default=[m.value for m in Modality])
     args = parser.parse_args()
     print(f"{'modality':<8} {'device':<18} {'conspicuity':>11} {'lesion CNR':>10} {'sd':>6}")
     with tempfile.TemporaryDirectory() as folder:
-        for modality in Modality:
+        for modality in (Modality.parse(name) for name in args.modalities):
             config = SynthConfig(
                 (modality,), args.studies, args.seed, Path(folder), prevalence={"*": 1.0}
             )

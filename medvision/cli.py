@@ -166,7 +166,7 @@ def _baseline(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from medvision.calibration.recalibration import report_path_for
     from medvision.calibration.refit import CalibrationOutcome
-    from medvision.calibration.report import calibration_report
+    from medvision.calibration.report import calibration_report, format_calibration_table
     from medvision.modality import Modality
     from medvision.training import TrainOptions, train_model
 
@@ -188,6 +188,7 @@ def _train(args: argparse.Namespace) -> int:
             device=args.device,
             max_studies=args.max_studies,
             name=args.name or "",
+            lesion_masks=args.lesion_masks,
         )
     except ValueError as error:
         raise UsageError(str(error)) from None
@@ -196,8 +197,9 @@ def _train(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise UsageError(str(error)) from None
     entry = result.entry
+    outcome = CalibrationOutcome(entry=entry, findings=result.calibration)
     report = calibration_report(
-        CalibrationOutcome(entry=entry, findings=result.calibration),
+        outcome,
         manifest=args.manifest,
         target_sensitivity=args.target_sensitivity,
         per_site=False,
@@ -209,13 +211,9 @@ def _train(args: argparse.Namespace) -> int:
         f"wrote {args.out / entry.weights_file} (sha256 {entry.weights_sha256}), "
         f"{args.out / (entry.name + '.json')} and {report_path}; kept epoch {result.kept_epoch}"
     )
-    for finding in entry.findings:
-        print(
-            f"  {finding:<18} threshold {entry.thresholds[finding]:.4f}  "
-            f"calibration {entry.calibration[finding]['method']}"
-        )
+    print(format_calibration_table(outcome, args.target_sensitivity))
     for name, value in result.test_figures.items():
-        print(f"  test {name}: {value:.3f}")
+        print(f"test {name}: {value:.3f}")
     return EXIT_OK
 
 
@@ -423,6 +421,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--balanced-sampler",
         action="store_true",
         help="draw studies with a finding as often as studies without",
+    )
+    train.add_argument(
+        "--lesion-masks",
+        action="store_true",
+        help="also train the classifier's evidence maps on the ground-truth lesion masks",
     )
     train.add_argument("--target-sensitivity", type=_positive_float, default=0.90)
     train.add_argument("--device", default="auto", help="auto (default), cpu or cuda")

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 from numpy.typing import NDArray
+from sklearn.metrics import roc_auc_score
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -53,6 +54,9 @@ CALIBRATION_FOLDS = 5
 
 #: Key under a finding's calibration that holds per-site calibrators.
 PER_SITE_KEY = "per_site"
+
+#: Below this calibration-split AUROC a finding is reported as not discriminating.
+MIN_USEFUL_AUROC = 0.6
 
 #: Batch of prepared studies handed to a scorer at once.
 SCORING_BATCH = 16
@@ -180,6 +184,10 @@ class FindingCalibration:
         That threshold on ``test`` (``None`` as above).
     sites
         Sites that received their own calibrator.
+    auroc
+        AUROC of the raw scores on the calibration split: calibration cannot add
+        discrimination, so a value near 0.5 means the finding's probabilities say
+        nothing whatever the ECE (a constant prediction of the prevalence has ECE 0).
     """
 
     method: str
@@ -192,6 +200,12 @@ class FindingCalibration:
     test_brier: float | None = None
     test_operating_point: OperatingPoint | None = None
     sites: list[str] = field(default_factory=list)
+    auroc: float = float("nan")
+
+    @property
+    def discriminates(self) -> bool:
+        """Whether the raw scores separate the classes at all (AUROC at least 0.6)."""
+        return self.auroc >= MIN_USEFUL_AUROC
 
 
 @dataclass(frozen=True)
@@ -318,6 +332,7 @@ def calibrate_model(
             brier_after=brier_score(after, labels),
             operating_point=point,
             sites=sorted(site_parameters),
+            auroc=float(roc_auc_score(labels, logits)),
             **test_values,
         )
     outcome_entry = replace(entry, calibration=calibration, thresholds=thresholds)

@@ -53,6 +53,8 @@ def calibration_report(
     for name, finding in outcome.findings.items():
         findings[name] = {
             "method": finding.method,
+            "calibration_auroc": finding.auroc,
+            "discriminates": finding.discriminates,
             "ece_before": finding.ece_before,
             "ece_after": finding.ece_after,
             "brier_before": finding.brier_before,
@@ -127,4 +129,10 @@ def format_calibration_table(outcome: CalibrationOutcome, target_sensitivity: fl
     sites = {name: f.sites for name, f in outcome.findings.items() if f.sites}
     for name, names in sites.items():
         lines.append(f"{name}: own calibrator for {', '.join(names)}")
+    for name, finding in outcome.findings.items():
+        if not finding.discriminates:
+            lines.append(
+                f"warning: {name} does not discriminate on the calibration split (AUROC "
+                f"{finding.auroc:.3f}); its calibrated probability carries no information"
+            )
     return "\n".join(lines)

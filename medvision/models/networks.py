@@ -7,9 +7,12 @@ rebuilt exactly before its weights are loaded.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import torch
+from monai.networks.layers.factories import Conv
 from monai.networks.nets.basic_unet import BasicUNet
 from monai.networks.nets.densenet import DenseNet
 from monai.networks.nets.unet import UNet
@@ -20,6 +23,69 @@ from medvision.choices import did_you_mean
 
 def _densenet(spatial_dims: int, in_channels: int, out_channels: int, **options: Any) -> nn.Module:
     return DenseNet(spatial_dims, in_channels, out_channels, **options)
+
+
+class EvidenceMapDenseNet(nn.Module):
+    """A DenseNet whose head maps features to one evidence map per finding, then pools.
+
+    MONAI's DenseNet averages its last features over the whole image before the
+    linear layer, so a lesion covering 1 % of the image moves the average by
+    about 1 %. Here a 1x1 convolution gives a logit per finding at every
+    position of the last feature map, and log-sum-exp pooling,
+    ``(1/r) log(mean(exp(r * map)))``, joins them: between the mean (``r -> 0``)
+    and the maximum (``r -> inf``), so one strong region can carry the image
+    (Wang et al. 2017, ChestX-ray8, section 3.2; Pinheiro and Collobert 2015).
+    The maps themselves are also what class-activation explanations show.
+
+    Parameters
+    ----------
+    spatial_dims, in_channels, out_channels
+        As MONAI's DenseNet; ``out_channels`` is the number of findings.
+    sharpness
+        ``r`` of the pooling.
+    **options
+        MONAI DenseNet options (``init_features``, ``growth_rate``, ``block_config``, ...).
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        sharpness: float = 5.0,
+        **options: Any,
+    ) -> None:
+        super().__init__()
+        if sharpness <= 0:
+            raise ValueError(f"sharpness must be positive, got {sharpness}")
+        backbone = DenseNet(spatial_dims, in_channels, out_channels, **options)
+        self.features = backbone.features
+        head = backbone.class_layers.out
+        if not isinstance(head, nn.Linear):
+            raise TypeError("MONAI DenseNet changed: its class_layers.out is not nn.Linear")
+        channels = head.in_features
+        self.evidence = Conv[Conv.CONV, spatial_dims](channels, out_channels, kernel_size=1)
+        self.sharpness = float(sharpness)
+
+    def evidence_maps(self, image: torch.Tensor) -> torch.Tensor:
+        """Return the per-finding logit maps ``(batch, findings, *spatial)``."""
+        return self.evidence(torch.relu(self.features(image)))
+
+    def pool(self, maps: torch.Tensor) -> torch.Tensor:
+        """Return one logit per finding from evidence maps (log-sum-exp pooling)."""
+        flat = maps.flatten(2)
+        pooled = torch.logsumexp(self.sharpness * flat, dim=2) - math.log(flat.shape[2])
+        return pooled / self.sharpness
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """Return one logit per finding, ``(batch, findings)``."""
+        return self.pool(self.evidence_maps(image))
+
+
+def _evidence_densenet(
+    spatial_dims: int, in_channels: int, out_channels: int, **options: Any
+) -> nn.Module:
+    return EvidenceMapDenseNet(spatial_dims, in_channels, out_channels, **options)
 
 
 def _unet(spatial_dims: int, in_channels: int, out_channels: int, **options: Any) -> nn.Module:
@@ -35,6 +101,7 @@ def _basic_unet(
 #: Architecture names and the MONAI network each builds.
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "densenet": _densenet,
+    "evidence_densenet": _evidence_densenet,
     "unet": _unet,
     "basic_unet": _basic_unet,
 }

@@ -66,11 +66,13 @@ class LossKind(StrEnum):
 def default_network(modality: Modality, outputs: int) -> dict[str, Any]:
     """Return the default network description for a modality's classifier.
 
-    A compact DenseNet (Huang et al. 2017) sized for CPU training on phantoms.
+    A compact DenseNet (Huang et al. 2017) sized for CPU training on phantoms, with
+    one evidence map per finding and log-sum-exp pooling
+    (:class:`~medvision.models.networks.EvidenceMapDenseNet`).
     """
     channels = 3 if modality == Modality.FUNDUS else 1
     return {
-        "architecture": "densenet",
+        "architecture": "evidence_densenet",
         "spatial_dims": 2,
         "in_channels": channels,
         "out_channels": outputs,
@@ -102,6 +104,10 @@ class TrainOptions:
         Network description; the modality's default when empty.
     name, version
         Model name and version for the registry.
+    lesion_masks
+        Also train the evidence maps on the training studies' ground-truth lesion
+        masks (manifest column ``masks``; see
+        :func:`medvision.training.loop.train_classifier`).
     """
 
     modality: Modality
@@ -119,6 +125,7 @@ class TrainOptions:
     network: dict[str, Any] = field(default_factory=dict)
     name: str = ""
     version: str = __version__
+    lesion_masks: bool = False
 
     def __post_init__(self) -> None:
         """Check the options (messages are shown to the user as they are)."""
@@ -152,6 +159,27 @@ class TrainingResult:
     epochs: list[EpochRecord]
     test_auroc: dict[str, float]
     calibration: dict[str, FindingCalibration] = field(default_factory=dict)
+
+
+#: Batch key of the ground-truth lesion masks (``label`` holds the finding labels).
+LESION_MASK_KEY = "lesion_mask"
+
+
+def require_masks(rows: Sequence[ManifestRow], split: str, why: str) -> None:
+    """Refuse rows without a masks file, naming how many and the first.
+
+    Raises
+    ------
+    ValueError
+        If any row of ``split`` has no ``masks`` in the manifest.
+    """
+    missing = [row.study_instance_uid for row in rows if row.masks is None]
+    if missing:
+        raise ValueError(
+            f"{why} needs ground-truth masks: {len(missing)} {split} "
+            f"{'study has' if len(missing) == 1 else 'studies have'} no masks file (manifest "
+            f"column 'masks'; first {missing[0]})"
+        )
 
 
 def split_rows(options: TrainOptions, split: str, findings: Sequence[str]) -> list[ManifestRow]:
@@ -213,9 +241,15 @@ def train_image_classifier(options: TrainOptions, progress: bool = True) -> Trai
                 f"no {options.modality.value} study in the {split} split of {options.manifest}"
             )
     train_labels = _labels(splits["train"], findings)
+    if options.lesion_masks:
+        require_masks(splits["train"], "train", "--lesion-masks")
     train_set = CacheDataset(
         _items(splits["train"], options.manifest, findings),
-        chain.build(training=True),
+        chain.build(
+            training=True,
+            mask_key=LESION_MASK_KEY if options.lesion_masks else None,
+            mask_names=findings,
+        ),
         progress=progress,
         num_workers=0,
     )
@@ -262,6 +296,7 @@ def train_image_classifier(options: TrainOptions, progress: bool = True) -> Trai
         device=device,
         metrics_log=options.out / f"{name}.metrics.jsonl",
         progress=progress,
+        lesion_mask_key=LESION_MASK_KEY if options.lesion_masks else None,
     )
     uncalibrated = ModelEntry(
         name=name,

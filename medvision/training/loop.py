@@ -25,6 +25,8 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 from tqdm import tqdm
 
+from medvision.models.networks import EvidenceMapDenseNet
+
 Batch = Mapping[str, Any]
 LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -127,6 +129,43 @@ def auroc_per_finding(
     return scores
 
 
+def _evidence(network: nn.Module) -> EvidenceMapDenseNet:
+    """Return ``network`` as an evidence-map network, or explain why it cannot be one."""
+    if not isinstance(network, EvidenceMapDenseNet):
+        raise ValueError(
+            "lesion-mask supervision needs an evidence-map network (evidence_densenet), "
+            f"got {type(network).__name__}"
+        )
+    return network
+
+
+def lesion_map_loss(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Return the class-balanced BCE between evidence maps and lesion masks.
+
+    Targets are the masks max-pooled to the maps' grid (a cell is a target when
+    any lesion pixel falls in it). A small lesion covers one cell in hundreds, so
+    plain BCE would be won by marking nothing: per finding, the mean BCE over
+    target cells and the mean over the other cells are averaged with equal weight
+    (the target term only where the batch has target cells).
+    """
+    spatial = tuple(maps.shape[2:])
+    if len(spatial) == 2:
+        targets = nn.functional.adaptive_max_pool2d(masks, spatial)
+    else:
+        targets = nn.functional.adaptive_max_pool3d(masks, spatial)
+    losses = nn.functional.binary_cross_entropy_with_logits(maps, targets, reduction="none")
+    per_finding_losses = losses.transpose(0, 1).flatten(1)
+    per_finding_targets = targets.transpose(0, 1).flatten(1) > 0.5
+    terms = []
+    for values, positive in zip(per_finding_losses, per_finding_targets, strict=True):
+        negative = values[~positive].mean() if (~positive).any() else values.new_zeros(())
+        if positive.any():
+            terms.append(0.5 * (values[positive].mean() + negative))
+        else:
+            terms.append(negative)
+    return torch.stack(terms).mean()
+
+
 def mean_tune_auroc(record: EpochRecord) -> float:
     """Return the mean tuning AUROC over findings with both classes (-inf when none)."""
     values = [v for v in record.tune_auroc.values() if not np.isnan(v)]
@@ -145,6 +184,8 @@ def train_classifier(
     device: torch.device,
     metrics_log: Path,
     progress: bool = True,
+    lesion_mask_key: str | None = None,
+    lesion_mask_weight: float = 1.0,
 ) -> list[EpochRecord]:
     """Train ``network`` for ``epochs`` epochs with AdamW and a cosine schedule.
 
@@ -166,6 +207,14 @@ def train_classifier(
         JSON-lines file that receives one :class:`EpochRecord` per epoch.
     progress
         Show a progress bar per epoch.
+    lesion_mask_key, lesion_mask_weight
+        When set, batches carry ground-truth lesion masks (one channel per finding)
+        under this key and the network's evidence maps
+        (:class:`~medvision.models.networks.EvidenceMapDenseNet`) are also trained to
+        mark them: binary cross-entropy between each map and its mask max-pooled to
+        the map's grid, weighted by ``lesion_mask_weight`` (location supervision as
+        in Li et al. 2018, "Thoracic disease identification and localization with
+        limited supervision").
 
     Returns
     -------
@@ -198,8 +247,16 @@ def train_classifier(
             label = plain_tensor(batch["label"]).float().to(device)
             optimiser.zero_grad(set_to_none=True)
             with autocast(device):
-                logits = network(image)
+                if lesion_mask_key is None:
+                    logits = network(image)
+                else:
+                    maps = _evidence(network).evidence_maps(image)
+                    logits = _evidence(network).pool(maps)
             loss = loss_function(logits.float(), label)
+            if lesion_mask_key is not None:
+                loss = loss + lesion_mask_weight * lesion_map_loss(
+                    maps.float(), plain_tensor(batch[lesion_mask_key]).float().to(device)
+                )
             loss.backward()  # type: ignore[no-untyped-call]
             optimiser.step()
             total += float(loss.detach()) * len(label)

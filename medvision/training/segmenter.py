@@ -47,7 +47,6 @@ from tqdm.auto import tqdm
 from medvision.calibration.refit import (
     FindingCalibration,
 )
-from medvision.data.manifest import ManifestRow
 from medvision.evaluation.ct_detection import (
     CtDetectionEvaluation,
     dice_coefficient,
@@ -58,7 +57,7 @@ from medvision.inference.ct import find_nodules, predict_logit_map
 from medvision.modality import FINDINGS, Modality
 from medvision.models.networks import build_network
 from medvision.models.registry import ModelEntry, Task
-from medvision.training.classifier import TrainOptions, split_rows
+from medvision.training.classifier import TrainOptions, require_masks, split_rows
 from medvision.training.loop import (
     autocast,
     plain_tensor,
@@ -145,16 +144,6 @@ class SegmenterTrainingResult:
     kept_epoch: int
     calibration: dict[str, FindingCalibration]
     test_evaluation: CtDetectionEvaluation | None
-
-
-def _require_masks(rows: Sequence[ManifestRow], split: str) -> None:
-    missing = [row.study_instance_uid for row in rows if row.masks is None]
-    if missing:
-        raise ValueError(
-            f"the CT segmenter trains on nodule masks: {len(missing)} {split} "
-            f"{'study has' if len(missing) == 1 else 'studies have'} no masks file (manifest "
-            f"column 'masks'; first {missing[0]})"
-        )
 
 
 def tune_mean_dice(
@@ -272,8 +261,8 @@ def train_ct_segmenter(
         raise ValueError(f"no ct study in the train split of {options.manifest}")
     if not tune_positive:
         raise ValueError(f"no ct study with a nodule in the tune split of {options.manifest}")
-    _require_masks(splits["train"], "train")
-    _require_masks(tune_positive, "tune")
+    require_masks(splits["train"], "train", "the CT segmenter")
+    require_masks(tune_positive, "tune", "the CT segmenter")
 
     train_transforms = chain.build(True, mask_key=MASK_KEY, mask_names=findings)
     train_transforms.set_random_state(seed=options.seed)

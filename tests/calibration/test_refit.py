@@ -16,6 +16,7 @@ from medvision.calibration.refit import (
     calibrator_for_site,
     fit_calibrator,
 )
+from medvision.calibration.report import format_calibration_table
 from medvision.data.manifest import ManifestRow, write_manifest
 from medvision.inference.scoring import PreparedStudy, StudyScore
 from medvision.modality import Modality
@@ -248,3 +249,23 @@ def test_given_split_scores_are_not_scored_again(
     )
     tune_uids = [r.study_instance_uid for r in cases.rows if r.split == "tune"]
     assert scorer.scored == tune_uids
+
+
+def test_a_finding_whose_scores_do_not_separate_the_classes_is_marked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cases = Cases()
+    # Calibration: positives and negatives get the same spread of logits (AUROC 0.5).
+    cases.add("calibration", _spread(-1.0, 1.0, 8), 1)
+    cases.add("calibration", _spread(-1.0, 1.0, 8), 0)
+    cases.add("tune", _spread(-1.0, 1.0, 5), 1)
+    cases.add("tune", _spread(-1.0, 1.0, 5), 0)
+    manifest, _ = cases.manifest(tmp_path, monkeypatch)
+
+    report = calibrate_model(nn.Identity(), ENTRY, manifest, device=CPU, progress=False)
+
+    finding = report.findings["nodule"]
+    assert finding.auroc == pytest.approx(0.5)
+    assert not finding.discriminates
+    table = format_calibration_table(report, 0.9)
+    assert "warning: nodule does not discriminate on the calibration split (AUROC 0.500)" in table

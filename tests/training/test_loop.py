@@ -1,12 +1,14 @@
 import json
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
-from medvision.models.networks import build_network
+from medvision.models.networks import EvidenceMapDenseNet, build_network
 from medvision.training.loop import (
     EpochRecord,
+    lesion_map_loss,
     predict_logits,
     seed_everything,
     select_device,
@@ -83,3 +85,89 @@ def test_cuda_on_a_machine_without_gpu_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="has no CUDA GPU"):
         select_device("cuda")
     assert select_device("auto") == torch.device("cpu")
+
+
+def test_lesion_map_loss_targets_every_map_cell_a_lesion_touches() -> None:
+    maps = torch.zeros(1, 1, 2, 2)
+    masks = torch.zeros(1, 1, 8, 8)
+    masks[0, 0, 0, 3] = 1.0  # one pixel in the top-left cell
+    loss = lesion_map_loss(maps, masks)
+    # Logit 0 everywhere: BCE is log 2 per cell whatever the target.
+    assert float(loss) == pytest.approx(math.log(2.0))
+    maps[0, 0, 0, 0] = 20.0  # confident on the lesion cell
+    maps[0, 0, 1, :] = -20.0
+    maps[0, 0, 0, 1] = -20.0  # and confident elsewhere
+    assert float(lesion_map_loss(maps, masks)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_lesion_map_loss_weighs_lesion_cells_as_much_as_the_rest() -> None:
+    masks = torch.zeros(1, 2, 16, 16)
+    masks[0, 0, 0, 0] = 1.0  # finding 0: one lesion cell of 16; finding 1: none
+    maps = torch.full((1, 2, 4, 4), -20.0)  # marks nothing
+    # Finding 0: BCE 20 on its lesion cell, ~0 elsewhere -> (20 + 0) / 2 = 10;
+    # finding 1: ~0. Plain BCE would give 20 / 16 / 2 = 0.625.
+    assert float(lesion_map_loss(maps, masks)) == pytest.approx(10.0 / 2, abs=1e-6)
+
+
+def _square_batches(seed: int, count: int) -> list[dict[str, torch.Tensor]]:
+    """32x32 images, half with an 8x8 square at a random place, and its mask."""
+    generator = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(count):
+        image = torch.rand(8, 1, 32, 32, generator=generator) * 0.2
+        mask = torch.zeros_like(image)
+        label = (torch.arange(8) % 2).float()[:, None]
+        for index in range(1, 8, 2):
+            row, column = torch.randint(0, 24, (2,), generator=generator).tolist()
+            image[index, :, row : row + 8, column : column + 8] += 1.0
+            mask[index, :, row : row + 8, column : column + 8] = 1.0
+        batches.append({"image": image, "label": label, "lesion_mask": mask})
+    return batches
+
+
+def test_lesion_supervision_trains_the_evidence_maps_where_the_lesion_is(
+    tmp_path: Path,
+) -> None:
+    seed_everything(3)
+    network = build_network({**NETWORK, "architecture": "evidence_densenet"})
+    train_classifier(
+        network,
+        _square_batches(1, count=8),
+        _square_batches(2, count=1),
+        torch.nn.BCEWithLogitsLoss(),
+        ["square"],
+        epochs=6,
+        learning_rate=0.01,
+        device=torch.device("cpu"),
+        metrics_log=tmp_path / "metrics.jsonl",
+        progress=False,
+        lesion_mask_key="lesion_mask",
+    )
+    assert isinstance(network, EvidenceMapDenseNet)
+    network.eval()
+    image = torch.rand(1, 1, 32, 32) * 0.2
+    image[:, :, 20:28, 2:10] += 1.0  # bottom-left
+    with torch.no_grad():
+        maps = network.evidence_maps(image)[0, 0]
+    assert maps.shape == (4, 4)  # cells of 8x8 pixels
+    row, column = divmod(int(torch.argmax(maps)), 4)
+    assert row in (2, 3) and column in (0, 1)
+
+
+def test_lesion_supervision_needs_an_evidence_map_network(tmp_path: Path) -> None:
+    batches = _batches(1, count=1)
+    batches[0]["lesion_mask"] = torch.zeros_like(batches[0]["image"])
+    with pytest.raises(ValueError, match="needs an evidence-map network"):
+        train_classifier(
+            build_network(NETWORK),
+            batches,
+            _batches(2, count=1),
+            torch.nn.BCEWithLogitsLoss(),
+            ["square"],
+            epochs=1,
+            learning_rate=0.01,
+            device=torch.device("cpu"),
+            metrics_log=tmp_path / "metrics.jsonl",
+            progress=False,
+            lesion_mask_key="lesion_mask",
+        )
