@@ -36,7 +36,6 @@ import numpy as np
 import torch
 from monai.data.dataloader import DataLoader
 from monai.data.dataset import Dataset
-from monai.data.meta_tensor import MetaTensor
 from monai.transforms.compose import Compose
 from monai.transforms.traits import RandomizableTrait
 from numpy.typing import NDArray
@@ -51,8 +50,10 @@ from medvision.modality import FINDINGS, Modality
 from medvision.models.networks import build_network
 from medvision.models.registry import ModelEntry, Task
 from medvision.training.classifier import (
+    LESION_MASK_KEY,
     TrainOptions,
     default_network,
+    require_masks,
     split_rows,
     training_loss,
 )
@@ -60,6 +61,7 @@ from medvision.training.imbalance import balanced_sampler_weights
 from medvision.training.loop import (
     EpochRecord,
     auroc_per_finding,
+    plain_tensor,
     seed_everything,
     select_device,
     train_classifier,
@@ -74,6 +76,8 @@ DEFAULT_NAME = "mammo-densenet"
 VIEW_FINDING = "malignancy_of_view_breast"
 #: Key of a view item's training target.
 LABEL_KEY = "label"
+#: With ``--lesion-masks``: the phantom mask that supervises each view's evidence map.
+LESION_MASK_NAMES = ("malignancy",)
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,9 @@ def view_items(
 ) -> list[dict[str, Any]]:
     """Load studies as one item per view: ``image`` and ``label`` (its breast's label).
 
+    When ``transforms`` load lesion masks, each item also carries the view's
+    malignant-lesion mask under :data:`~medvision.training.classifier.LESION_MASK_KEY`.
+
     ``image`` is a plain tensor (training needs none of the MONAI metadata);
     ``label`` is float32 of shape ``(1,)``: the row's ``malignancy_left`` or
     ``malignancy_right`` as the view's ImageLaterality says.
@@ -140,13 +147,13 @@ def view_items(
         views = transforms(study_item(row, manifest))
         for view in views if isinstance(views, list) else [views]:
             label = row.labels[breast_finding(view)]
-            image = view[IMAGE_KEY]
-            items.append(
-                {
-                    IMAGE_KEY: image.as_tensor() if isinstance(image, MetaTensor) else image,
-                    LABEL_KEY: np.array([label], dtype=np.float32),
-                }
-            )
+            item: dict[str, Any] = {
+                IMAGE_KEY: plain_tensor(view[IMAGE_KEY]),
+                LABEL_KEY: np.array([label], dtype=np.float32),
+            }
+            if LESION_MASK_KEY in view:
+                item[LESION_MASK_KEY] = plain_tensor(view[LESION_MASK_KEY])
+            items.append(item)
     return items
 
 
@@ -216,7 +223,15 @@ def train_mammography(options: TrainOptions, progress: bool = True) -> Mammograp
         if not splits[split]:
             raise ValueError(f"no mammo study in the {split} split of {options.manifest}")
     chain = MammoTransforms()
-    loading, augmentation = split_chain(chain.build(training=True))
+    if options.lesion_masks:
+        require_masks(splits["train"], "train", "--lesion-masks")
+    loading, augmentation = split_chain(
+        chain.build(
+            training=True,
+            mask_key=LESION_MASK_KEY if options.lesion_masks else None,
+            mask_names=LESION_MASK_NAMES,
+        )
+    )
     augmentation.set_random_state(seed=options.seed)
     train_views = view_items(
         splits["train"], options.manifest, loading, progress=progress, description="train"
@@ -262,6 +277,7 @@ def train_mammography(options: TrainOptions, progress: bool = True) -> Mammograp
         device=device,
         metrics_log=options.out / f"{name}.metrics.jsonl",
         progress=progress,
+        lesion_mask_key=LESION_MASK_KEY if options.lesion_masks else None,
     )
     entry = ModelEntry(
         name=name,

@@ -13,16 +13,18 @@ from medvision.data.manifest import ManifestRow, write_manifest
 from medvision.modality import FINDINGS, Modality
 from medvision.models.registry import load_model, load_registry, sha256_of
 from medvision.synth.generator import SynthConfig, generate
-from medvision.training.classifier import LossKind, TrainOptions
+from medvision.training.classifier import LESION_MASK_KEY, LossKind, TrainOptions
 from medvision.training.mammography import (
+    LESION_MASK_NAMES,
     per_breast_auroc,
     split_chain,
     train_mammography,
+    view_items,
 )
 from medvision.transforms.mammo import MammoTransforms
 
 TINY_NETWORK = {
-    "architecture": "densenet",
+    "architecture": "evidence_densenet",
     "spatial_dims": 2,
     "in_channels": 1,
     "out_channels": 1,
@@ -68,6 +70,7 @@ def test_training_writes_a_verified_model_calibrated_for_every_finding(tmp_path:
         device="cpu",
         max_studies=3,
         network=TINY_NETWORK,
+        lesion_masks=True,
     )
     result = train_mammography(options, progress=False)
     entry = result.entry
@@ -134,3 +137,23 @@ def test_a_network_with_more_than_one_output_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match="in_channels and out_channels must be 1, got 1 and 3"):
         train_mammography(options, progress=False)
+
+
+def test_views_carry_their_own_malignancy_mask_when_lesion_masks_are_asked(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    config = SynthConfig((Modality.MAMMO,), 6, 5, data, prevalence={"*": 0.5}, workers=1)
+    rows = generate(config, progress=False)
+    row = next(r for r in rows if _kind(r) in ("L", "R"))
+    chain = MammoTransforms().build(
+        training=False, mask_key=LESION_MASK_KEY, mask_names=LESION_MASK_NAMES
+    )
+    views = view_items([row], data / "manifest.csv", chain, progress=False)
+    assert len(views) == 4
+    for view in views:
+        mask = view[LESION_MASK_KEY]
+        assert tuple(mask.shape) == (1, 256, 192)
+        assert set(torch.unique(mask).tolist()) <= {0.0, 1.0}
+        # A view of the malignant breast shows its lesion; the other breast's views do not.
+        assert bool(mask.sum() > 0) == bool(view["label"][0] == 1)
