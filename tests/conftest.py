@@ -22,3 +22,16 @@ def phantom_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Ma
     config = SynthConfig(tuple(Modality), SHARED_STUDIES, SHARED_SEED, out, workers=1)
     rows = generate(config, progress=False)
     return out, rows
+
+
+def tiny_densenet(out_channels: int, architecture: str = "densenet") -> dict[str, object]:
+    """Return the description of a tiny 2-D DenseNet (one input channel) for fast tests."""
+    return {
+        "architecture": architecture,
+        "spatial_dims": 2,
+        "in_channels": 1,
+        "out_channels": out_channels,
+        "init_features": 4,
+        "growth_rate": 4,
+        "block_config": [1, 1],
+    }

@@ -14,16 +14,9 @@ from medvision.modality import Modality
 from medvision.models.registry import ModelEntry
 from medvision.synth.generator import SynthConfig, generate
 from medvision.training.classifier import LossKind, TrainOptions, train_image_classifier
+from tests.conftest import tiny_densenet
 
-TINY_NETWORK = {
-    "architecture": "densenet",
-    "spatial_dims": 2,
-    "in_channels": 1,
-    "out_channels": 4,
-    "init_features": 4,
-    "growth_rate": 4,
-    "block_config": [1, 1],
-}
+TINY_NETWORK = tiny_densenet(4)
 
 
 @dataclass(frozen=True)

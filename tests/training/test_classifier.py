@@ -13,16 +13,9 @@ from medvision.training.classifier import (
     TrainOptions,
     train_image_classifier,
 )
+from tests.conftest import tiny_densenet
 
-TINY_NETWORK = {
-    "architecture": "densenet",
-    "spatial_dims": 2,
-    "in_channels": 1,
-    "out_channels": 4,
-    "init_features": 4,
-    "growth_rate": 4,
-    "block_config": [1, 1],
-}
+TINY_NETWORK = tiny_densenet(4)
 
 
 @pytest.mark.slow
