@@ -464,8 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate = commands.add_parser(
         "calibrate",
         help="refit a model's calibration and thresholds on a manifest",
-        description="Refit calibration on the calibration split and thresholds on tune "
-        "(weights unchanged); write the entry and reports/<name>/calibration_report.json.",
+        description="Refit calibration on the calibration split and thresholds on tune + "
+        "calibration (weights unchanged); write the entry and "
+        "reports/<name>/calibration_report.json.",
     )
     calibrate.add_argument(
         "--model", type=Path, required=True, metavar="DIR/NAME.json", help="registry entry"

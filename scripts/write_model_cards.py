@@ -122,11 +122,11 @@ def render_card(entry: ModelEntry, models: Path, acceptance: list[dict[str, Any]
     if findings:
         lines += [
             "| finding | method | ECE before → after (calibration split) | threshold "
-            "| tune sensitivity (95 % CI) |",
+            "| sensitivity where chosen (95 % CI) |",
             "|---|---|---|---|---|",
         ]
         for name, f in findings.items():
-            tune = f["tune"]
+            tune = f["operating_point"]
             lines.append(
                 f"| {name} | {f['method']} | {f['ece_before']:.3f} → {f['ece_after']:.3f} "
                 f"| {f['threshold']:.4f} | {tune['sensitivity']:.3f} "
@@ -134,8 +134,9 @@ def render_card(entry: ModelEntry, models: Path, acceptance: list[dict[str, Any]
             )
         lines.append("")
         lines.append(
-            "Thresholds target sensitivity 0.90 on the tuning split. Probabilities are "
-            "calibrated for the enriched phantom population (prevalence about 0.3); a "
+            "Thresholds target sensitivity 0.90 on the tune and calibration splits "
+            "together. Probabilities are calibrated for the enriched phantom population "
+            "(prevalence about 0.3); a "
             "site with another prevalence must recalibrate (`medvision calibrate`)."
         )
     else:
@@ -156,8 +157,9 @@ def render_card(entry: ModelEntry, models: Path, acceptance: list[dict[str, Any]
         "- Phantoms are simple: real anatomy, pathology and artefacts are far richer. "
         "Nothing here says how the model would do on patients.",
         "- The shifted-site figures show the domain-shift gap on phantoms only.",
-        "- The operating threshold was chosen on a small tuning split; its sensitivity "
-        "has the confidence interval shown, not a guarantee.",
+        "- The operating threshold was chosen on a few hundred phantom studies (tune and "
+        "calibration splits); its sensitivity on new data has the confidence interval "
+        "shown, not a guarantee.",
         "- Locations: see the explanation and segmentation outputs; classifiers give no "
         "location of their own.",
         "",

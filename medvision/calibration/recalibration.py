@@ -85,7 +85,7 @@ def recalibrate(
         Folder for the updated entry (same file name), its weights and the
         report; default: the entry's own folder (updated in place).
     target_sensitivity
-        Sensitivity each threshold must reach on ``tune``, in (0, 1).
+        Sensitivity each threshold must reach on ``tune`` and ``calibration`` together, in (0, 1).
     per_site, min_site_cases
         Also fit a calibrator per site with at least that many calibration cases.
     device

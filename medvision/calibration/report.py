@@ -2,7 +2,8 @@
 
 Per finding: the calibrator chosen, ECE and Brier score before (sigmoid of the
 raw logit) and after calibration on the calibration split, the threshold chosen
-on ``tune`` with its sensitivity and specificity there (Wilson 95 % intervals,
+on ``tune`` and ``calibration`` together with its sensitivity and specificity there
+(JSON key ``operating_point``; Wilson 95 % intervals,
 :func:`medvision.statistics.wilson_interval`), and, when the test split has both
 classes, the calibrated ECE and Brier score and the threshold's sensitivity and
 specificity on ``test``.
@@ -17,8 +18,9 @@ from typing import Any
 from medvision.calibration.operating_point import OperatingPoint
 from medvision.calibration.refit import CalibrationOutcome
 
-#: Version of the report's JSON layout.
-REPORT_FORMAT_VERSION = 1
+#: Version of the report's JSON layout (2: the threshold's own figures are under
+#: ``operating_point``, measured on tune and calibration together; 1 had them under ``tune``).
+REPORT_FORMAT_VERSION = 2
 
 
 def _operating_point(point: OperatingPoint | None) -> dict[str, Any] | None:
@@ -60,7 +62,7 @@ def calibration_report(
             "brier_before": finding.brier_before,
             "brier_after": finding.brier_after,
             "threshold": finding.operating_point.threshold,
-            "tune": _operating_point(finding.operating_point),
+            "operating_point": _operating_point(finding.operating_point),
             "test_ece": finding.test_ece,
             "test_brier": finding.test_brier,
             "test": _operating_point(finding.test_operating_point),
@@ -107,10 +109,10 @@ def format_calibration_table(outcome: CalibrationOutcome, target_sensitivity: fl
     column = 26
     lines += [
         "",
-        f"operating points (threshold chosen on tune for sensitivity >= {target_sensitivity:g}; "
-        "Wilson 95 % intervals)",
-        f"{'finding':<{width}}{'threshold':>10}  {'tune sensitivity':<{column}}"
-        f"{'tune specificity':<{column}}{'test sensitivity':<{column}}test specificity",
+        f"operating points (threshold chosen on tune + calibration for sensitivity >= "
+        f"{target_sensitivity:g}; Wilson 95 % intervals)",
+        f"{'finding':<{width}}{'threshold':>10}  {'chosen-on sensitivity':<{column}}"
+        f"{'chosen-on specificity':<{column}}{'test sensitivity':<{column}}test specificity",
     ]
     for name, finding in outcome.findings.items():
         tune = finding.operating_point

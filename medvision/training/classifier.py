@@ -95,7 +95,7 @@ class TrainOptions:
     loss, balanced_sampler
         Imbalance handling (use one of a class-balanced loss or the sampler).
     target_sensitivity
-        Sensitivity each finding's threshold must reach on the tuning split.
+        Sensitivity each finding's threshold must reach on the tune and calibration splits together.
     device
         ``auto``, ``cpu`` or ``cuda``.
     max_studies

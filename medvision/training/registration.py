@@ -87,7 +87,7 @@ def register_calibrated(
     device
         Where the served network scores.
     target_sensitivity
-        Sensitivity each threshold reaches on ``tune``.
+        Sensitivity each threshold reaches on ``tune`` and ``calibration`` together.
     progress
         Show progress bars while scoring.
     keep_studies

@@ -61,7 +61,7 @@ def test_calibrate_in_place_keeps_the_weights_and_the_registry_loadable(
     out = capsys.readouterr().out
     assert status == 0
     assert out.startswith("calibration (ECE and Brier on the calibration split")
-    assert "operating points (threshold chosen on tune for sensitivity >= 0.9;" in out
+    assert "operating points (threshold chosen on tune + calibration for sensitivity >= 0.9;" in out
     registry = load_registry(folder)
     assert list(registry) == ["cxr-tiny"]
     updated = registry["cxr-tiny"]
@@ -80,7 +80,7 @@ def test_calibrate_in_place_keeps_the_weights_and_the_registry_loadable(
     for finding, values in report["findings"].items():
         assert values["threshold"] == updated.thresholds[finding]
         assert values["method"] == updated.calibration[finding]["method"]
-        assert set(values["tune"]) >= {"sensitivity", "sensitivity_ci", "specificity_ci"}
+        assert set(values["operating_point"]) >= {"sensitivity", "sensitivity_ci", "specificity_ci"}
         assert values["test"] is None and values["test_ece"] is None
     assert f"wrote {folder / 'cxr-tiny.json'} (weights sha256 {entry.weights_sha256}" in out
 

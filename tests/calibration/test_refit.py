@@ -101,14 +101,15 @@ def _spread(low: float, high: float, count: int) -> list[float]:
 
 
 @pytest.mark.parametrize(("target", "needed"), [(0.9, 18), (0.75, 15), (0.5, 10)])
-def test_threshold_reaches_the_target_sensitivity_on_tune_exactly(
+def test_threshold_reaches_the_target_sensitivity_on_tune_and_calibration_together_exactly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: float, needed: int
 ) -> None:
     cases = Cases()
     # Four positives: too few to compare methods, so temperature scaling (strictly increasing).
-    cases.add("calibration", _spread(0.0, 3.0, 4), 1)
+    calibration_positives = _spread(4.5, 5.1, 4)  # above every tune positive
+    cases.add("calibration", calibration_positives, 1)
     cases.add("calibration", _spread(-3.0, 1.0, 12), 0)
-    tune_positives = _spread(-1.0, 4.0, 20)
+    tune_positives = _spread(-1.0, 4.0, 16)
     cases.add("tune", tune_positives, 1)
     cases.add("tune", _spread(-4.0, 1.5, 20), 0)
     manifest, _ = cases.manifest(tmp_path, monkeypatch)
@@ -120,15 +121,23 @@ def test_threshold_reaches_the_target_sensitivity_on_tune_exactly(
     report = outcome.findings["nodule"]
     assert report.method == "temperature"
     point = report.operating_point
+    # 20 positives in all: 16 from tune and 4 from calibration.
     assert point.sensitivity == needed / 20 == target
     assert (point.true_positives, point.false_negatives) == (needed, 20 - needed)
     calibrator = calibrator_for_site(outcome.entry, "nodule")
-    lowest_flagged_positive = sorted(tune_positives, reverse=True)[needed - 1]
+    pooled_positives = sorted(tune_positives + calibration_positives, reverse=True)
+    lowest_flagged_positive = pooled_positives[needed - 1]
     assert point.threshold == pytest.approx(calibrator.transform([lowest_flagged_positive])[0])
+    # Not the threshold tune alone would give.
+    tune_only = sorted(tune_positives, reverse=True)[int(np.ceil(target * 16)) - 1]
+    assert tune_only != lowest_flagged_positive
     assert outcome.entry.thresholds == {"nodule": point.threshold}
-    tune_logits, tune_labels = cases.arrays("tune")
-    flagged = calibrator.transform(tune_logits) >= point.threshold
-    assert int(np.sum(flagged & (tune_labels == 0))) == point.false_positives
+    negatives = [cases.arrays(split) for split in ("tune", "calibration")]
+    flagged_negatives = sum(
+        int(np.sum((calibrator.transform(logits) >= point.threshold) & (labels == 0)))
+        for logits, labels in negatives
+    )
+    assert flagged_negatives == point.false_positives
     assert report.test_operating_point is None
     assert report.test_ece is None
 
