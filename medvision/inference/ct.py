@@ -308,7 +308,7 @@ class CtSegmenterScorer:
         network.eval()
         network.to(device)
         roi_size = entry.input_size or ct_chain(entry).roi_size
-        inferer = sliding_window_inferer(roi_size, sw_batch_size=4 if device.type == "cuda" else 2)
+        inferer = sliding_window_inferer(roi_size)
         scores = []
         for study in studies:
             prepared = study.inputs[0]

@@ -63,7 +63,7 @@ def test_training_samples_patches_of_the_roi_size_around_the_nodule(
     patches = chain(study_item(row, manifest))
     assert isinstance(patches, list) and len(patches) == 3
     for patch in patches:
-        assert tuple(patch["image"].shape) == (1, *ct.ROI_SIZE) == (1, 96, 96, 64)
+        assert tuple(patch["image"].shape) == (1, *ct.ROI_SIZE) == (1, 32, 32, 32)
         assert float(patch["label"].sum()) > 0
 
 
@@ -72,7 +72,7 @@ def test_training_without_a_mask_samples_random_patches(phantom_on_device: MakeS
     chain = ct.build_transforms(True)
     chain.set_random_state(seed=0)
     patches = chain(study_item(row, manifest))
-    assert [tuple(p["image"].shape) for p in patches] == [(1, 96, 96, 64)] * 2
+    assert [tuple(p["image"].shape) for p in patches] == [(1, 32, 32, 32)] * 4
 
 
 def test_sliding_window_inference_covers_the_whole_volume(phantom_on_device: MakeStudy) -> None:
