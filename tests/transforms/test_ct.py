@@ -4,6 +4,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from medvision.data.manifest import resolve
 from medvision.modality import Modality
@@ -65,6 +66,27 @@ def test_training_samples_patches_of_the_roi_size_around_the_nodule(
     for patch in patches:
         assert tuple(patch["image"].shape) == (1, *ct.ROI_SIZE) == (1, 32, 32, 32)
         assert float(patch["label"].sum()) > 0
+
+
+def test_positive_patches_do_not_always_hold_the_nodule_at_their_centre(
+    phantom_on_device: MakeStudy,
+) -> None:
+    manifest, row = phantom_on_device(Modality.CT, "Cygnus LD-16")
+    chain = ct.CtTransforms(positive_fraction=1.0, samples_per_volume=12).build(
+        True, mask_key="label"
+    )
+    chain.set_random_state(seed=0)
+    patches = chain(study_item(row, manifest))
+    offsets = []
+    for patch in patches:
+        mask = np.asarray(patch["label"][0]) > 0.5
+        assert mask.any()  # the chosen mask voxel always stays inside the patch
+        centre = np.array(ndimage.center_of_mass(mask))
+        offsets.append(centre - (np.array(ct.ROI_SIZE) - 1) / 2)
+    spread = np.ptp(np.array(offsets), axis=0)
+    # The patch is cut at a random place of a region a quarter larger on each side.
+    assert np.all(spread >= 4.0)
+    assert ct.positive_region(ct.ROI_SIZE) == (48, 48, 48)
 
 
 def test_training_without_a_mask_samples_random_patches(phantom_on_device: MakeStudy) -> None:
