@@ -11,8 +11,11 @@ The steps, each on the manifest's own splits (phantom sets split by patient):
 2. after each epoch, the mean Dice on the ``tune`` studies with a nodule:
    sliding-window inference on the whole volume in model space (RAS, 2 mm),
    nodules found as the scorer finds them
-   (:func:`~medvision.inference.ct.find_nodules`), against the resampled mask; the
-   epoch with the best mean tune Dice is kept;
+   (:func:`~medvision.inference.ct.find_nodules`), against the resampled mask; and
+   the mean soft Dice of the voxel probabilities (no cut). The epoch with the best
+   mean tune Dice is kept, ties (early on, every epoch's Dice is 0) broken by the
+   soft Dice, so a network that is learning but not yet over the cut is preferred
+   to the first epoch;
 3. write the fp16 weights and the registry entry
    (:func:`~medvision.models.registry.save_model`), reload them (hash verified)
    and fit the study-level calibration and threshold of ``nodule`` through the
@@ -106,6 +109,8 @@ class SegmenterEpochRecord:
         Mean Dice + focal loss over the epoch's patches.
     tune_dice
         Mean Dice over tune studies with a nodule (NaN when there is none).
+    tune_soft_dice
+        Mean soft Dice of the voxel probabilities over the same studies (NaN as above).
     seconds
         Wall time of the epoch, tune Dice included.
     learning_rate
@@ -115,6 +120,7 @@ class SegmenterEpochRecord:
     epoch: int
     train_loss: float
     tune_dice: float
+    tune_soft_dice: float
     seconds: float
     learning_rate: float
 
@@ -152,15 +158,17 @@ def tune_mean_dice(
     inferer: SlidingWindowInferer,
     device: torch.device,
     progress: bool = False,
-) -> float:
-    """Return the mean Dice in model space over items whose mask has a nodule.
+) -> tuple[float, float]:
+    """Return the mean Dice and mean soft Dice in model space over items with a nodule.
 
-    Each item's whole volume goes through ``inferer``; the predicted mask is the
-    kept nodules of :func:`~medvision.inference.ct.find_nodules` (as served), the
-    truth the item's resampled ``label`` mask. NaN when no item has a nodule.
+    Each item's whole volume goes through ``inferer``. Dice: the predicted mask is
+    the kept nodules of :func:`~medvision.inference.ct.find_nodules` (as served).
+    Soft Dice: ``2 sum(p t) / (sum(p) + sum(t))`` with ``p`` the voxel
+    probabilities. The truth is the item's resampled ``label`` mask. Both are NaN
+    when no item has a nodule.
     """
     network.eval()
-    values = []
+    values, soft_values = [], []
     for index in tqdm(range(len(dataset)), desc="tune Dice", disable=not progress, leave=False):
         item = dataset[index]
         truth = np.asarray(plain_tensor(item[MASK_KEY])[0]) > 0.5
@@ -169,7 +177,21 @@ def tune_mean_dice(
         logits = predict_logit_map(network, inferer, item[IMAGE_KEY], device)
         labels, _ = find_nodules(logits[0], np.asarray(item[IMAGE_KEY].affine))
         values.append(dice_coefficient(labels > 0, truth))
-    return float(np.mean(values)) if values else math.nan
+        probabilities = 1.0 / (1.0 + np.exp(-np.asarray(logits[0], dtype=np.float64)))
+        soft_values.append(
+            2.0 * float(probabilities[truth].sum()) / (float(probabilities.sum()) + truth.sum())
+        )
+    if not values:
+        return math.nan, math.nan
+    return float(np.mean(values)), float(np.mean(soft_values))
+
+
+def selection_score(record: SegmenterEpochRecord) -> tuple[float, float]:
+    """Return the key the best epoch maximises: tune Dice, then tune soft Dice (NaN is worst)."""
+    return (
+        -math.inf if math.isnan(record.tune_dice) else record.tune_dice,
+        -math.inf if math.isnan(record.tune_soft_dice) else record.tune_soft_dice,
+    )
 
 
 def collate_patches(items: Sequence[Any]) -> dict[str, torch.Tensor]:
@@ -303,7 +325,8 @@ def train_ct_segmenter(
 
     records: list[SegmenterEpochRecord] = []
     best_state: dict[str, torch.Tensor] | None = None
-    best_dice, kept_epoch = -math.inf, 0
+    best_score: tuple[float, float] = (-math.inf, -math.inf)
+    kept_epoch = 0
     for epoch in range(1, options.epochs + 1):
         start = time.perf_counter()
         rate = float(schedule.get_last_lr()[0])
@@ -317,25 +340,31 @@ def train_ct_segmenter(
             progress,
         )
         schedule.step()
-        dice = tune_mean_dice(network, tune_set, inferer, device, progress)
+        dice, soft_dice = tune_mean_dice(network, tune_set, inferer, device, progress)
         record = SegmenterEpochRecord(
             epoch=epoch,
             train_loss=train_loss,
             tune_dice=dice,
+            tune_soft_dice=soft_dice,
             seconds=time.perf_counter() - start,
             learning_rate=rate,
         )
         records.append(record)
         with metrics_log.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(asdict(record)) + "\n")
-        score = -math.inf if math.isnan(dice) else dice
-        if best_state is None or score > best_dice:
-            best_dice, kept_epoch = score, epoch
+        score = selection_score(record)
+        if best_state is None or score > best_score:
+            best_score, kept_epoch = score, epoch
             best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
     if best_state is not None:
         network.load_state_dict(best_state)
     with metrics_log.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps({"kept_epoch": kept_epoch, "tune_dice": best_dice}) + "\n")
+        kept = {
+            "kept_epoch": kept_epoch,
+            "tune_dice": best_score[0],
+            "tune_soft_dice": best_score[1],
+        }
+        handle.write(json.dumps(kept) + "\n")
 
     entry = ModelEntry(
         name=name,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,8 +17,10 @@ from medvision.models.registry import Task, load_model, load_registry
 from medvision.synth.generator import SynthConfig, generate
 from medvision.training.classifier import TrainOptions
 from medvision.training.segmenter import (
+    SegmenterEpochRecord,
     SegmenterTrainingResult,
     default_segmenter_network,
+    selection_score,
     train_ct_segmenter,
 )
 from medvision.transforms.ct import CtTransforms
@@ -106,9 +109,19 @@ def test_training_logs_each_epoch_then_the_kept_one(run: Run) -> None:
     out, result = run
     lines = [json.loads(line) for line in (out / "ct-unet.metrics.jsonl").read_text().splitlines()]
     assert [line.get("epoch") for line in lines] == [1, 2, None]
-    assert set(lines[0]) == {"epoch", "train_loss", "tune_dice", "seconds", "learning_rate"}
+    assert set(lines[0]) == {
+        "epoch",
+        "train_loss",
+        "tune_dice",
+        "tune_soft_dice",
+        "seconds",
+        "learning_rate",
+    }
     assert lines[0]["learning_rate"] == 2e-3
     assert lines[-1]["kept_epoch"] == result.kept_epoch in {1, 2}
+    kept = max(result.epochs, key=selection_score)
+    assert result.kept_epoch == kept.epoch
+    assert (lines[-1]["tune_dice"], lines[-1]["tune_soft_dice"]) == selection_score(kept)
     assert [record.epoch for record in result.epochs] == [1, 2]
 
 
@@ -145,3 +158,27 @@ def test_training_refuses_train_studies_without_masks(manifest: Path, tmp_path: 
     expected = r"2 train studies have no masks file \(manifest column 'masks'; first [0-9.]+\)"
     with pytest.raises(ValueError, match=expected):
         train_ct_segmenter(options, progress=False)
+
+
+def _record(epoch: int, dice: float, soft_dice: float) -> SegmenterEpochRecord:
+    return SegmenterEpochRecord(
+        epoch=epoch,
+        train_loss=1.0,
+        tune_dice=dice,
+        tune_soft_dice=soft_dice,
+        seconds=1.0,
+        learning_rate=1e-3,
+    )
+
+
+def test_the_kept_epoch_has_the_best_dice_then_the_best_soft_dice() -> None:
+    records = [
+        _record(1, 0.0, 0.05),
+        _record(2, 0.0, 0.30),  # learning, but nothing over the cut yet
+        _record(3, math.nan, math.nan),
+        _record(4, 0.0, 0.20),
+    ]
+    assert max(records, key=selection_score).epoch == 2
+    records.append(_record(5, 0.10, 0.01))  # any nodule found beats a higher soft Dice
+    assert max(records, key=selection_score).epoch == 5
+    assert selection_score(records[2]) == (-math.inf, -math.inf)
