@@ -1,4 +1,5 @@
 import json
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -53,16 +54,23 @@ def test_nodule_mask_still_covers_each_nodule(phantom_on_device: MakeStudy) -> N
     assert image[mask > 0].mean() > image[lung].mean() + 0.1
 
 
-def test_training_samples_patches_of_the_roi_size_around_the_nodule(
-    phantom_on_device: MakeStudy,
-) -> None:
+def _nodule_patches(phantom_on_device: MakeStudy, samples: int) -> list[dict[str, Any]]:
+    """Training patches of a phantom CT, every one sampled around a nodule voxel."""
     manifest, row = phantom_on_device(Modality.CT, "Cygnus LD-16")
-    chain = ct.CtTransforms(positive_fraction=1.0, samples_per_volume=3).build(
+    chain = ct.CtTransforms(positive_fraction=1.0, samples_per_volume=samples).build(
         True, mask_key="label"
     )
     chain.set_random_state(seed=0)
     patches = chain(study_item(row, manifest))
-    assert isinstance(patches, list) and len(patches) == 3
+    assert isinstance(patches, list)
+    return patches
+
+
+def test_training_samples_patches_of_the_roi_size_around_the_nodule(
+    phantom_on_device: MakeStudy,
+) -> None:
+    patches = _nodule_patches(phantom_on_device, 3)
+    assert len(patches) == 3
     for patch in patches:
         assert tuple(patch["image"].shape) == (1, *ct.ROI_SIZE) == (1, 32, 32, 32)
         assert float(patch["label"].sum()) > 0
@@ -71,12 +79,7 @@ def test_training_samples_patches_of_the_roi_size_around_the_nodule(
 def test_positive_patches_do_not_always_hold_the_nodule_at_their_centre(
     phantom_on_device: MakeStudy,
 ) -> None:
-    manifest, row = phantom_on_device(Modality.CT, "Cygnus LD-16")
-    chain = ct.CtTransforms(positive_fraction=1.0, samples_per_volume=12).build(
-        True, mask_key="label"
-    )
-    chain.set_random_state(seed=0)
-    patches = chain(study_item(row, manifest))
+    patches = _nodule_patches(phantom_on_device, 12)
     offsets = []
     for patch in patches:
         mask = np.asarray(patch["label"][0]) > 0.5
