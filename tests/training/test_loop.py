@@ -125,23 +125,36 @@ def _square_batches(seed: int, count: int) -> list[dict[str, torch.Tensor]]:
     return batches
 
 
+def _train_with_lesion_masks(
+    network: torch.nn.Module,
+    train: list[dict[str, torch.Tensor]],
+    tune: list[dict[str, torch.Tensor]],
+    epochs: int,
+    folder: Path,
+) -> None:
+    """Train one ``square`` finding with BCE, the batches' ``lesion_mask`` supervising."""
+    train_classifier(
+        network,
+        train,
+        tune,
+        torch.nn.BCEWithLogitsLoss(),
+        ["square"],
+        epochs=epochs,
+        learning_rate=0.01,
+        device=torch.device("cpu"),
+        metrics_log=folder / "metrics.jsonl",
+        progress=False,
+        lesion_mask_key="lesion_mask",
+    )
+
+
 def test_lesion_supervision_trains_the_evidence_maps_where_the_lesion_is(
     tmp_path: Path,
 ) -> None:
     seed_everything(3)
     network = build_network({**NETWORK, "architecture": "evidence_densenet"})
-    train_classifier(
-        network,
-        _square_batches(1, count=8),
-        _square_batches(2, count=1),
-        torch.nn.BCEWithLogitsLoss(),
-        ["square"],
-        epochs=6,
-        learning_rate=0.01,
-        device=torch.device("cpu"),
-        metrics_log=tmp_path / "metrics.jsonl",
-        progress=False,
-        lesion_mask_key="lesion_mask",
+    _train_with_lesion_masks(
+        network, _square_batches(1, count=8), _square_batches(2, count=1), 6, tmp_path
     )
     assert isinstance(network, EvidenceMapDenseNet)
     network.eval()
@@ -158,16 +171,4 @@ def test_lesion_supervision_needs_an_evidence_map_network(tmp_path: Path) -> Non
     batches = _batches(1, count=1)
     batches[0]["lesion_mask"] = torch.zeros_like(batches[0]["image"])
     with pytest.raises(ValueError, match="needs an evidence-map network"):
-        train_classifier(
-            build_network(NETWORK),
-            batches,
-            _batches(2, count=1),
-            torch.nn.BCEWithLogitsLoss(),
-            ["square"],
-            epochs=1,
-            learning_rate=0.01,
-            device=torch.device("cpu"),
-            metrics_log=tmp_path / "metrics.jsonl",
-            progress=False,
-            lesion_mask_key="lesion_mask",
-        )
+        _train_with_lesion_masks(build_network(NETWORK), batches, _batches(2, count=1), 1, tmp_path)
