@@ -5,9 +5,9 @@ The steps, each on the manifest's own splits (phantom sets split by patient):
 1. train a 3-D U-Net (:func:`default_segmenter_network`) on patches of the
    ``train`` studies: the CT chain in training mode with the nodule mask
    (:class:`~medvision.transforms.ct.CtTransforms`: RAS, 2 mm, HU window, patches
-   half centred on nodule voxels), loss Dice + focal (MONAI ``DiceFocalLoss`` on
-   sigmoid outputs; Milletari et al. 2016, Lin et al. 2017), AdamW with a cosine
-   schedule, bf16 autocast on CUDA only;
+   drawn around nodule voxels, the nodule at a random place in the patch), loss
+   Dice + focal (MONAI ``DiceFocalLoss`` on sigmoid outputs; Milletari et al. 2016,
+   Lin et al. 2017), AdamW with a cosine schedule, bf16 autocast on CUDA only;
 2. after each epoch, the mean Dice on the ``tune`` studies with a nodule:
    sliding-window inference on the whole volume in model space (RAS, 2 mm),
    nodules found as the scorer finds them
@@ -247,8 +247,8 @@ def train_ct_segmenter(
         The run (:class:`~medvision.training.classifier.TrainOptions`, modality
         ``ct``). ``batch_size`` counts studies: each gives the chain's
         ``samples_per_volume`` patches. ``loss`` and ``balanced_sampler`` are
-        ignored: the segmenter always trains with Dice + focal loss on patches
-        half centred on nodule voxels. ``max_studies`` limits every split,
+        ignored: the segmenter always trains with Dice + focal loss on the chain's
+        patches (most drawn around nodule voxels). ``max_studies`` limits every split,
         calibration and test included. ``network`` defaults to
         :func:`default_segmenter_network`, ``name`` to :data:`DEFAULT_NAME`.
     progress
