@@ -32,7 +32,12 @@ import numpy as np
 import torch
 
 from medvision.calibration.operating_point import operating_point_at, threshold_for_sensitivity
-from medvision.calibration.refit import SplitScores, calibrator_for_site, score_rows
+from medvision.calibration.refit import (
+    OPERATING_POINT_SPLITS,
+    SplitScores,
+    calibrator_for_site,
+    score_rows,
+)
 from medvision.data.manifest import labelled_rows
 from medvision.models.registry import load_model, read_entry
 from medvision.training.loop import select_device
@@ -41,7 +46,7 @@ from medvision.training.loop import select_device
 RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("tune", ("tune",)),
     ("calibration", ("calibration",)),
-    ("tune + calibration", ("tune", "calibration")),
+    (" + ".join(OPERATING_POINT_SPLITS), OPERATING_POINT_SPLITS),  # what calibrate does
 )
 
 
