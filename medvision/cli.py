@@ -189,6 +189,8 @@ def _train(args: argparse.Namespace) -> int:
             max_studies=args.max_studies,
             name=args.name or "",
             lesion_masks=args.lesion_masks,
+            input_size=tuple(args.input_size) if args.input_size else None,
+            workers=args.workers,
         )
     except ValueError as error:
         raise UsageError(str(error)) from None
@@ -415,7 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--loss",
         default="class_balanced_focal",
-        help="bce, focal or class_balanced_focal (default)",
+        help="bce, focal or class_balanced_focal (default); for ct the term beside Dice: "
+        "bce gives Dice + cross-entropy, the others Dice + focal",
     )
     train.add_argument(
         "--balanced-sampler",
@@ -434,6 +437,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=_non_negative_int,
         default=None,
         help="at most this many studies per split (quick runs)",
+    )
+    train.add_argument(
+        "--input-size",
+        type=_positive_int,
+        nargs=2,
+        metavar=("ROWS", "COLUMNS"),
+        help="network input of a 2-D modality (default: the chain's, e.g. 256 192 for mammo)",
+    )
+    train.add_argument(
+        "--workers",
+        type=_non_negative_int,
+        default=0,
+        help="loader processes for training batches and threads for loading studies "
+        "(default 0: all in this process)",
     )
     train.add_argument("--name", help="model name (default: <modality>-densenet, ct-unet for ct)")
     train.add_argument("--no-progress", action="store_true", help="hide progress bars")

@@ -88,3 +88,31 @@ def test_synth_writes_manifest_and_prints_summary(
     assert "cxr: 3 studies" in out
     assert "nodule                 3 / 3     positive (100.0 %)" in out
     assert (tmp_path / "manifest.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--modality", "ct", "--input-size", "64", "64"],
+            "--input-size applies to 2-D modalities",
+        ),
+        (["--modality", "mammo", "--input-size", "512"], "expected 2 arguments"),
+        (["--modality", "mammo", "--input-size", "512", "0"], "must be 1 or more, got 0"),
+        (["--modality", "cxr", "--workers", "-2"], "must be 0 or more, got -2"),
+    ],
+)
+def test_bad_train_arguments_give_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("study_instance_uid\n")
+    code: int | str | None
+    try:
+        code = main(["train", "--manifest", str(manifest), "--out", str(tmp_path / "out"), *args])
+    except SystemExit as stop:  # argparse's own checks exit; the options' return 2
+        code = stop.code
+    assert code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert message in lines[-1]
+    assert not (tmp_path / "out").exists()

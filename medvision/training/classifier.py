@@ -18,7 +18,7 @@ The steps, each on the manifest's own splits (phantom sets split by patient):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ from medvision.training.loop import (
 )
 from medvision.training.registration import register_calibrated
 from medvision.transforms import default_chain
+from medvision.transforms.chain import TransformChain
 from medvision.transforms.loading import study_item
 
 #: Modalities this trainer serves (one image per study, one logit per finding).
@@ -108,6 +109,15 @@ class TrainOptions:
         Also train the evidence maps on the training studies' ground-truth lesion
         masks (manifest column ``masks``; see
         :func:`medvision.training.loop.train_classifier`).
+    input_size
+        Network input ``(rows, columns)`` of a 2-D modality's chain instead of the
+        chain's default (e.g. mammography at its native 512 x 384); ``None`` keeps
+        the default. Recorded in the registry entry, so serving uses it too.
+    workers
+        Worker processes that run the random (augmentation, patch) steps of the
+        training batches, and threads that run the deterministic loading steps once
+        per study; 0 (default) does both in the training process. The same seed and
+        the same ``workers`` repeat a CPU run exactly.
     """
 
     modality: Modality
@@ -126,11 +136,25 @@ class TrainOptions:
     name: str = ""
     version: str = __version__
     lesion_masks: bool = False
+    input_size: tuple[int, int] | None = None
+    workers: int = 0
 
     def __post_init__(self) -> None:
         """Check the options (messages are shown to the user as they are)."""
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("--epochs and --batch-size must be at least 1")
+        if self.workers < 0:
+            raise ValueError(f"--workers must be 0 or more, got {self.workers}")
+        if self.input_size is not None:
+            if self.modality == Modality.CT:
+                raise ValueError(
+                    "--input-size applies to 2-D modalities; the CT segmenter's patch size "
+                    "is its chain's roi_size"
+                )
+            if len(self.input_size) != 2 or min(self.input_size) < 1:
+                raise ValueError(
+                    f"--input-size takes two positive numbers (rows columns), got {self.input_size}"
+                )
         if not 0.0 < self.target_sensitivity < 1.0:
             raise ValueError(
                 f"--target-sensitivity must be in (0, 1), got {self.target_sensitivity}"
@@ -163,6 +187,17 @@ class TrainingResult:
 
 #: Batch key of the ground-truth lesion masks (``label`` holds the finding labels).
 LESION_MASK_KEY = "lesion_mask"
+
+
+def training_chain(options: TrainOptions) -> TransformChain:
+    """Return the modality's default chain, with ``options.input_size`` when one is given."""
+    chain = default_chain(options.modality)
+    if options.input_size is None:
+        return chain
+    if "input_size" not in {item.name for item in fields(chain)}:
+        raise ValueError(f"the {options.modality.value} chain has no input size to set")
+    size = (int(options.input_size[0]), int(options.input_size[1]))
+    return replace(chain, **{"input_size": size})
 
 
 def require_masks(rows: Sequence[ManifestRow], split: str, why: str) -> None:
@@ -233,7 +268,7 @@ def train_image_classifier(options: TrainOptions, progress: bool = True) -> Trai
     seed_everything(options.seed)
     findings = FINDINGS[options.modality]
     device = select_device(options.device)
-    chain = default_chain(options.modality)
+    chain = training_chain(options)
     splits = {s: split_rows(options, s, findings) for s in ("train", "tune", "calibration", "test")}
     for split in ("train", "tune", "calibration"):
         if not splits[split]:
@@ -251,7 +286,7 @@ def train_image_classifier(options: TrainOptions, progress: bool = True) -> Trai
             mask_names=findings,
         ),
         progress=progress,
-        num_workers=0,
+        num_workers=options.workers,
     )
     sampler = None
     if options.balanced_sampler:
@@ -267,7 +302,7 @@ def train_image_classifier(options: TrainOptions, progress: bool = True) -> Trai
         batch_size=options.batch_size,
         shuffle=sampler is None,
         sampler=sampler,
-        num_workers=0,
+        num_workers=options.workers,
         generator=torch.Generator().manual_seed(options.seed),
     )
     evaluation = chain.build(training=False)
@@ -277,7 +312,7 @@ def train_image_classifier(options: TrainOptions, progress: bool = True) -> Trai
             _items(splits[split], options.manifest, findings),
             evaluation,
             progress=progress,
-            num_workers=0,
+            num_workers=options.workers,
         )
         return DataLoader(dataset, batch_size=options.batch_size, shuffle=False, num_workers=0)
 

@@ -1,7 +1,8 @@
 """Train, calibrate and register a screening-mammography model from a manifest.
 
-The network is a per-view classifier: one view in (``(1, 256, 192)``, chest wall
-on the left, :mod:`medvision.transforms.mammo`), one logit out, the malignancy of
+The network is a per-view classifier: one view in (``(1, 256, 192)`` by default,
+``--input-size`` to change it; chest wall on the left,
+:mod:`medvision.transforms.mammo`), one logit out, the malignancy of
 the breast that view shows. A view's training target is therefore its breast's
 label (``malignancy_left`` or ``malignancy_right`` by its ImageLaterality). The
 per-breast and per-study findings are aggregated from the views by the scorer
@@ -27,7 +28,8 @@ and serving both use. The steps, each on the manifest's own splits:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,7 @@ from medvision.training.classifier import (
     default_network,
     require_masks,
     split_rows,
+    training_chain,
     training_loss,
 )
 from medvision.training.imbalance import balanced_sampler_weights
@@ -68,7 +71,6 @@ from medvision.training.loop import (
 )
 from medvision.training.registration import register_calibrated
 from medvision.transforms.loading import IMAGE_KEY, study_item
-from medvision.transforms.mammo import MammoTransforms
 
 #: Default model name.
 DEFAULT_NAME = "mammo-densenet"
@@ -127,6 +129,7 @@ def view_items(
     *,
     progress: bool = True,
     description: str = "loading",
+    workers: int = 0,
 ) -> list[dict[str, Any]]:
     """Load studies as one item per view: ``image`` and ``label`` (its breast's label).
 
@@ -135,16 +138,29 @@ def view_items(
 
     ``image`` is a plain tensor (training needs none of the MONAI metadata);
     ``label`` is float32 of shape ``(1,)``: the row's ``malignancy_left`` or
-    ``malignancy_right`` as the view's ImageLaterality says.
+    ``malignancy_right`` as the view's ImageLaterality says. With ``workers`` above
+    0, that many threads load the studies; the items keep the rows' order.
 
     Raises
     ------
     medvision.transforms.loading.StudyLoadError
         If a study cannot be loaded or a view's laterality is neither R nor L.
     """
+
+    def load(row: ManifestRow) -> Any:
+        return transforms(study_item(row, manifest))
+
+    loaded: Iterator[Any]
+    if workers > 0:
+        pool = ThreadPoolExecutor(max_workers=workers)
+        loaded = pool.map(load, rows)
+    else:
+        pool, loaded = None, map(load, rows)
     items: list[dict[str, Any]] = []
-    for row in tqdm(rows, desc=description, unit="study", disable=not progress, leave=False):
-        views = transforms(study_item(row, manifest))
+    bar = tqdm(
+        loaded, total=len(rows), desc=description, unit="study", disable=not progress, leave=False
+    )
+    for row, views in zip(rows, bar, strict=True):
         for view in views if isinstance(views, list) else [views]:
             label = row.labels[breast_finding(view)]
             item: dict[str, Any] = {
@@ -154,6 +170,8 @@ def view_items(
             if LESION_MASK_KEY in view:
                 item[LESION_MASK_KEY] = plain_tensor(view[LESION_MASK_KEY])
             items.append(item)
+    if pool is not None:
+        pool.shutdown()
     return items
 
 
@@ -222,7 +240,7 @@ def train_mammography(options: TrainOptions, progress: bool = True) -> Mammograp
     for split in ("train", "tune", "calibration"):
         if not splits[split]:
             raise ValueError(f"no mammo study in the {split} split of {options.manifest}")
-    chain = MammoTransforms()
+    chain = training_chain(options)
     if options.lesion_masks:
         require_masks(splits["train"], "train", "--lesion-masks")
     loading, augmentation = split_chain(
@@ -234,7 +252,12 @@ def train_mammography(options: TrainOptions, progress: bool = True) -> Mammograp
     )
     augmentation.set_random_state(seed=options.seed)
     train_views = view_items(
-        splits["train"], options.manifest, loading, progress=progress, description="train"
+        splits["train"],
+        options.manifest,
+        loading,
+        progress=progress,
+        description="train",
+        workers=options.workers,
     )
     tune_views = view_items(
         splits["tune"],
@@ -242,6 +265,7 @@ def train_mammography(options: TrainOptions, progress: bool = True) -> Mammograp
         chain.build(training=False),
         progress=progress,
         description="tune",
+        workers=options.workers,
     )
     train_labels = _labels(train_views)
     sampler = None
@@ -258,7 +282,7 @@ def train_mammography(options: TrainOptions, progress: bool = True) -> Mammograp
         batch_size=options.batch_size,
         shuffle=sampler is None,
         sampler=sampler,
-        num_workers=0,
+        num_workers=options.workers,
         generator=torch.Generator().manual_seed(options.seed),
     )
     tune_loader = DataLoader(
@@ -287,7 +311,7 @@ def train_mammography(options: TrainOptions, progress: bool = True) -> Mammograp
         task=Task.CLASSIFICATION,
         network=network_description,
         transforms=chain.describe(),
-        input_size=tuple(int(v) for v in chain.input_size),
+        input_size=tuple(int(v) for v in getattr(chain, "input_size", ())),
         model_card=f"model_cards/{name}.md",
     )
     registered = register_calibrated(

@@ -7,7 +7,8 @@ The steps, each on the manifest's own splits (phantom sets split by patient):
    (:class:`~medvision.transforms.ct.CtTransforms`: RAS, 2 mm, HU window, patches
    drawn around nodule voxels, the nodule at a random place in the patch), loss
    Dice + focal (MONAI ``DiceFocalLoss`` on sigmoid outputs; Milletari et al. 2016,
-   Lin et al. 2017), AdamW with a cosine schedule, bf16 autocast on CUDA only;
+   Lin et al. 2017) or, with ``--loss bce``, Dice + cross-entropy; AdamW with a
+   cosine schedule, bf16 autocast on CUDA only;
 2. after each epoch, the mean Dice on the ``tune`` studies with a nodule:
    sliding-window inference on the whole volume in model space (RAS, 2 mm),
    nodules found as the scorer finds them
@@ -25,7 +26,8 @@ The steps, each on the manifest's own splits (phantom sets split by patient):
 4. evaluate the served model on the ``test`` split
    (:func:`~medvision.evaluation.ct_detection.evaluate_ct_detection`).
 
-Each epoch appends one JSON line (train loss, tune Dice, seconds, learning rate)
+Each epoch appends one JSON line (train loss, tune Dice, seconds in all and of the
+tune Dice, learning rate)
 to ``<out>/<name>.metrics.jsonl``; a last line names the kept epoch.
 """
 
@@ -43,7 +45,7 @@ import torch
 from monai.data.dataloader import DataLoader
 from monai.data.dataset import CacheDataset
 from monai.inferers.inferer import SlidingWindowInferer
-from monai.losses.dice import DiceFocalLoss
+from monai.losses.dice import DiceCELoss, DiceFocalLoss
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -60,7 +62,7 @@ from medvision.inference.ct import find_nodules, predict_logit_map
 from medvision.modality import FINDINGS, Modality
 from medvision.models.networks import build_network
 from medvision.models.registry import ModelEntry, Task
-from medvision.training.classifier import TrainOptions, require_masks, split_rows
+from medvision.training.classifier import LossKind, TrainOptions, require_masks, split_rows
 from medvision.training.loop import (
     autocast,
     plain_tensor,
@@ -113,6 +115,8 @@ class SegmenterEpochRecord:
         Mean soft Dice of the voxel probabilities over the same studies (NaN as above).
     seconds
         Wall time of the epoch, tune Dice included.
+    tune_seconds
+        Wall time of the tune Dice alone (the rest trained).
     learning_rate
         The learning rate the epoch trained with.
     """
@@ -122,6 +126,7 @@ class SegmenterEpochRecord:
     tune_dice: float
     tune_soft_dice: float
     seconds: float
+    tune_seconds: float
     learning_rate: float
 
 
@@ -194,6 +199,21 @@ def selection_score(record: SegmenterEpochRecord) -> tuple[float, float]:
     )
 
 
+def segmentation_loss(kind: LossKind) -> nn.Module:
+    """Return the segmenter's loss: soft Dice plus the per-voxel term ``kind`` names.
+
+    ``bce`` gives Dice + binary cross-entropy (MONAI ``DiceCELoss``); ``focal`` and
+    ``class_balanced_focal`` give Dice + focal (``DiceFocalLoss``, gamma 2): the
+    Dice term already balances nodule against background voxels, so there are no
+    class weights. Both on sigmoid outputs, with ``batch=True``: Dice over the
+    whole batch, so patches without a nodule do not each reward an empty
+    prediction (their per-patch Dice is undefined).
+    """
+    if kind == LossKind.BCE:
+        return DiceCELoss(sigmoid=True, batch=True)
+    return DiceFocalLoss(sigmoid=True, batch=True)
+
+
 def collate_patches(items: Sequence[Any]) -> dict[str, torch.Tensor]:
     """Stack training patches (one list of patches per study) into image and mask tensors.
 
@@ -246,9 +266,10 @@ def train_ct_segmenter(
     options
         The run (:class:`~medvision.training.classifier.TrainOptions`, modality
         ``ct``). ``batch_size`` counts studies: each gives the chain's
-        ``samples_per_volume`` patches. ``loss`` and ``balanced_sampler`` are
-        ignored: the segmenter always trains with Dice + focal loss on the chain's
-        patches (most drawn around nodule voxels). ``max_studies`` limits every split,
+        ``samples_per_volume`` patches. ``loss`` picks the per-voxel term beside
+        Dice (:func:`segmentation_loss`: ``bce`` gives Dice + cross-entropy, the
+        others Dice + focal); ``balanced_sampler`` is ignored (most patches are
+        drawn around nodule voxels already). ``max_studies`` limits every split,
         calibration and test included. ``network`` defaults to
         :func:`default_segmenter_network`, ``name`` to :data:`DEFAULT_NAME`.
     progress
@@ -292,13 +313,13 @@ def train_ct_segmenter(
         [study_item(row, options.manifest) for row in splits["train"]],
         train_transforms,
         progress=progress,
-        num_workers=0,
+        num_workers=options.workers,
     )
     train_loader = DataLoader(
         train_set,
         batch_size=options.batch_size,
         shuffle=True,
-        num_workers=0,
+        num_workers=options.workers,
         generator=torch.Generator().manual_seed(options.seed),
         collate_fn=collate_patches,
     )
@@ -306,13 +327,11 @@ def train_ct_segmenter(
         [study_item(row, options.manifest) for row in tune_positive],
         chain.build(False, mask_key=MASK_KEY, mask_names=findings),
         progress=progress,
-        num_workers=0,
+        num_workers=options.workers,
     )
     network_description = options.network or default_segmenter_network()
     network = build_network(network_description).to(device)
-    # batch=True: Dice over the whole batch, so patches without a nodule do not each
-    # reward an empty prediction (their per-patch Dice is undefined).
-    loss_function = DiceFocalLoss(sigmoid=True, batch=True)
+    loss_function = segmentation_loss(options.loss)
     optimiser = torch.optim.AdamW(
         network.parameters(), lr=options.learning_rate, weight_decay=WEIGHT_DECAY
     )
@@ -340,13 +359,16 @@ def train_ct_segmenter(
             progress,
         )
         schedule.step()
+        tune_start = time.perf_counter()
         dice, soft_dice = tune_mean_dice(network, tune_set, inferer, device, progress)
+        tune_end = time.perf_counter()
         record = SegmenterEpochRecord(
             epoch=epoch,
             train_loss=train_loss,
             tune_dice=dice,
             tune_soft_dice=soft_dice,
-            seconds=time.perf_counter() - start,
+            seconds=tune_end - start,
+            tune_seconds=tune_end - tune_start,
             learning_rate=rate,
         )
         records.append(record)

@@ -12,7 +12,9 @@ from medvision.training.classifier import (
     LossKind,
     TrainOptions,
     train_image_classifier,
+    training_chain,
 )
+from medvision.transforms import default_chain
 from tests.conftest import tiny_densenet
 
 TINY_NETWORK = tiny_densenet(4)
@@ -58,3 +60,28 @@ def test_training_writes_a_verified_calibrated_model(tmp_path: Path) -> None:
 def test_options_refuse_an_unknown_loss(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="Did you mean 'focal'\\?"):
         TrainOptions(modality=Modality.CXR, manifest=tmp_path, out=tmp_path, loss="focall")  # type: ignore[arg-type]
+
+
+def test_options_refuse_an_input_size_for_ct_and_negative_workers(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--input-size applies to 2-D modalities"):
+        TrainOptions(modality=Modality.CT, manifest=tmp_path, out=tmp_path, input_size=(64, 64))
+    with pytest.raises(ValueError, match=r"--input-size takes two positive numbers"):
+        TrainOptions(modality=Modality.CXR, manifest=tmp_path, out=tmp_path, input_size=(64, 0))
+    with pytest.raises(ValueError, match="--workers must be 0 or more, got -1"):
+        TrainOptions(modality=Modality.CXR, manifest=tmp_path, out=tmp_path, workers=-1)
+
+
+@pytest.mark.parametrize("modality", [Modality.CXR, Modality.FUNDUS, Modality.MAMMO])
+def test_the_training_chain_takes_the_input_size_of_the_options(
+    modality: Modality, tmp_path: Path
+) -> None:
+    default = training_chain(TrainOptions(modality=modality, manifest=tmp_path, out=tmp_path))
+    assert default == default_chain(modality)
+    sized = training_chain(
+        TrainOptions(modality=modality, manifest=tmp_path, out=tmp_path, input_size=(96, 80))
+    )
+    assert type(sized) is type(default)
+    assert sized.describe()["parameters"]["input_size"] == [96, 80]
+    assert sized.describe()["parameters"] | {"input_size": None} == default.describe()[
+        "parameters"
+    ] | {"input_size": None}

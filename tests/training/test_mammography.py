@@ -71,6 +71,8 @@ def test_training_writes_a_verified_model_calibrated_for_every_finding(tmp_path:
         max_studies=3,
         network=TINY_NETWORK,
         lesion_masks=True,
+        input_size=(128, 96),
+        workers=1,
     )
     result = train_mammography(options, progress=False)
     entry = result.entry
@@ -78,7 +80,9 @@ def test_training_writes_a_verified_model_calibrated_for_every_finding(tmp_path:
     assert entry.name == "mammo-densenet"
     assert entry.findings == ("malignancy", "malignancy_left", "malignancy_right")
     assert entry.transforms["name"] == "mammo"
-    assert entry.input_size == (256, 192)
+    # The asked-for input size is what the entry records and serving rebuilds.
+    assert entry.input_size == (128, 96)
+    assert entry.transforms["parameters"]["input_size"] == [128, 96]
     assert entry.model_card == "model_cards/mammo-densenet.md"
     assert load_registry(out) == {entry.name: entry}
     assert entry.weights_sha256 == sha256_of(out / entry.weights_file)
@@ -95,7 +99,7 @@ def test_training_writes_a_verified_model_calibrated_for_every_finding(tmp_path:
     assert 0.0 <= result.per_breast_test_auroc <= 1.0
     network = load_model(entry, out)
     with torch.no_grad():
-        assert tuple(network(torch.zeros(2, 1, 256, 192)).shape) == (2, 1)
+        assert tuple(network(torch.zeros(2, 1, 128, 96)).shape) == (2, 1)
 
 
 def _scores(logits: list[list[float]], labels: list[list[int]]) -> SplitScores:
@@ -157,3 +161,15 @@ def test_views_carry_their_own_malignancy_mask_when_lesion_masks_are_asked(
         assert set(torch.unique(mask).tolist()) <= {0.0, 1.0}
         # A view of the malignant breast shows its lesion; the other breast's views do not.
         assert bool(mask.sum() > 0) == bool(view["label"][0] == 1)
+
+
+def test_views_loaded_by_threads_equal_those_loaded_in_order(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    rows = generate(SynthConfig((Modality.MAMMO,), 3, 5, data, workers=1), progress=False)
+    chain = MammoTransforms(input_size=(64, 48)).build(training=False)
+    in_order = view_items(rows, data / "manifest.csv", chain, progress=False)
+    threaded = view_items(rows, data / "manifest.csv", chain, progress=False, workers=3)
+    assert len(in_order) == len(threaded) == 12
+    for one, other in zip(in_order, threaded, strict=True):
+        assert torch.equal(one["image"], other["image"])
+        assert np.array_equal(one["label"], other["label"])

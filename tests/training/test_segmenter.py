@@ -15,11 +15,12 @@ from medvision.modality import Modality
 from medvision.models.networks import build_network
 from medvision.models.registry import Task, load_model, load_registry
 from medvision.synth.generator import SynthConfig, generate
-from medvision.training.classifier import TrainOptions
+from medvision.training.classifier import LossKind, TrainOptions
 from medvision.training.segmenter import (
     SegmenterEpochRecord,
     SegmenterTrainingResult,
     default_segmenter_network,
+    segmentation_loss,
     selection_score,
     train_ct_segmenter,
 )
@@ -115,8 +116,10 @@ def test_training_logs_each_epoch_then_the_kept_one(run: Run) -> None:
         "tune_dice",
         "tune_soft_dice",
         "seconds",
+        "tune_seconds",
         "learning_rate",
     }
+    assert all(0.0 < line["tune_seconds"] < line["seconds"] for line in lines[:2])
     assert lines[0]["learning_rate"] == 2e-3
     assert lines[-1]["kept_epoch"] == result.kept_epoch in {1, 2}
     kept = max(result.epochs, key=selection_score)
@@ -167,6 +170,7 @@ def _record(epoch: int, dice: float, soft_dice: float) -> SegmenterEpochRecord:
         tune_dice=dice,
         tune_soft_dice=soft_dice,
         seconds=1.0,
+        tune_seconds=0.5,
         learning_rate=1e-3,
     )
 
@@ -182,3 +186,29 @@ def test_the_kept_epoch_has_the_best_dice_then_the_best_soft_dice() -> None:
     records.append(_record(5, 0.10, 0.01))  # any nodule found beats a higher soft Dice
     assert max(records, key=selection_score).epoch == 5
     assert selection_score(records[2]) == (-math.inf, -math.inf)
+
+
+@pytest.mark.parametrize(
+    ("kind", "voxel_term"),
+    [
+        (LossKind.BCE, "cross-entropy"),
+        (LossKind.FOCAL, "focal"),
+        (LossKind.CLASS_BALANCED_FOCAL, "focal"),
+    ],
+)
+def test_the_segmentation_loss_is_batch_dice_plus_the_chosen_voxel_term(
+    kind: LossKind, voxel_term: str
+) -> None:
+    logits = torch.tensor([[[[[2.0, -1.0], [0.5, -3.0]]]], [[[[-2.0, 1.0], [0.0, -0.5]]]]])
+    truth = torch.tensor([[[[[1.0, 0.0], [1.0, 0.0]]]], [[[[0.0, 0.0], [0.0, 0.0]]]]])
+    p = torch.sigmoid(logits)
+    # Dice over the whole batch (MONAI's smoothing of 1e-5 in numerator and denominator).
+    dice = 1.0 - (2.0 * (p * truth).sum() + 1e-5) / (p.sum() + truth.sum() + 1e-5)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, truth, reduction="none")
+    if voxel_term == "cross-entropy":
+        expected = dice + bce.mean()
+    else:
+        p_true = torch.where(truth > 0.5, p, 1.0 - p)
+        expected = dice + ((1.0 - p_true) ** 2 * bce).mean()
+    loss = segmentation_loss(kind)(logits, truth)
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
