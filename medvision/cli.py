@@ -11,9 +11,12 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from medvision import __version__
+
+if TYPE_CHECKING:
+    from medvision.pipeline.results import AnalysisRun
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -240,9 +243,16 @@ def _check_device(preference: str) -> None:
         raise UsageError(str(error)) from None
 
 
-def _predict(args: argparse.Namespace) -> int:
+def _analyze_paths(
+    args: argparse.Namespace, command: str, explain: str = "none"
+) -> AnalysisRun | None:
+    """Run the analysis of ``medvision predict`` and ``explain``; ``None`` if nothing was analysed.
+
+    Problems are printed one per line; when no study could be analysed the error
+    is printed too and ``None`` returned (the caller exits non-zero).
+    """
     from medvision.models.registry import BUNDLED_WEIGHTS
-    from medvision.pipeline import NoModelError, analyze, write_predictions
+    from medvision.pipeline import NoModelError, analyze
 
     for path in args.paths:
         if not path.exists():
@@ -258,6 +268,7 @@ def _predict(args: argparse.Namespace) -> int:
             device=args.device,
             batch_size=args.batch_size,
             progress=not args.no_progress,
+            explain=explain,
         )
     except NoModelError:
         if args.models is None:
@@ -272,19 +283,51 @@ def _predict(args: argparse.Namespace) -> int:
         ) from None
     for problem in run.problems:
         print(f"skipped {problem}", file=sys.stderr)
-    studies = len(run.results)
-    flagged = sum(f.flagged for result in run.results for f in result.findings)
-    if not studies:
+    if not run.results:
         print(
-            f"medvision predict: error: no study could be analysed ({len(run.problems)} "
+            f"medvision {command}: error: no study could be analysed ({len(run.problems)} "
             "problem(s) above)",
             file=sys.stderr,
         )
+        return None
+    return run
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from medvision.pipeline import write_predictions
+
+    run = _analyze_paths(args, "predict")
+    if run is None:
         return EXIT_FAILURE
+    studies = len(run.results)
+    flagged = sum(f.flagged for result in run.results for f in result.findings)
     rows = write_predictions(run, args.out)
     print(
         f"analysed {_count(studies, 'study', 'studies')} ({rows} findings, {flagged} flagged); "
         f"{_count(len(run.problems), 'problem', 'problems')}; wrote {args.out}"
+    )
+    return EXIT_OK
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from medvision.pipeline.overlays import write_overlays
+
+    run = _analyze_paths(args, "explain", "all" if args.all_findings else "flagged")
+    if run is None:
+        return EXIT_FAILURE
+    for result in run.results:
+        for finding in result.findings:
+            if finding.explanation_note:
+                print(
+                    f"study {result.study_instance_uid}, {finding.name}: "
+                    f"{finding.explanation_note}",
+                    file=sys.stderr,
+                )
+    written = write_overlays(run, args.paths, args.out)
+    print(
+        f"analysed {_count(len(run.results), 'study', 'studies')}; "
+        f"{_count(len(run.problems), 'problem', 'problems')}; "
+        f"wrote {_count(len(written), 'overlay', 'overlays')} to {args.out}"
     )
     return EXIT_OK
 
@@ -317,6 +360,23 @@ def _calibrate(args: argparse.Namespace) -> int:
         f"and {result.report_path}"
     )
     return EXIT_OK
+
+
+def _analysis_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the arguments ``predict`` and ``explain`` share."""
+    parser.add_argument(
+        "paths", nargs="+", type=Path, metavar="DIR_OR_FILE", help="DICOM files or folders"
+    )
+    parser.add_argument(
+        "--models", type=Path, help="registry folder (default: the bundled weights)"
+    )
+    parser.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: auto"
+    )
+    parser.add_argument(
+        "--batch-size", type=_positive_int, default=16, help="studies scored at once"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -462,21 +522,23 @@ def build_parser() -> argparse.ArgumentParser:
         description="Analyse the DICOM studies in files and folders with the registry's "
         "models; write one row per study and finding (see docs/predictions.md).",
     )
-    predict.add_argument(
-        "paths", nargs="+", type=Path, metavar="DIR_OR_FILE", help="DICOM files or folders"
-    )
     predict.add_argument("--out", type=Path, required=True, help="predictions CSV to write")
-    predict.add_argument(
-        "--models", type=Path, help="registry folder (default: the bundled weights)"
-    )
-    predict.add_argument(
-        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: auto"
-    )
-    predict.add_argument(
-        "--batch-size", type=_positive_int, default=16, help="studies scored at once"
-    )
-    predict.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _analysis_arguments(predict)
     predict.set_defaults(handler=_predict)
+
+    explain = commands.add_parser(
+        "explain",
+        help="analyse DICOM studies and render Grad-CAM overlays of their findings as PNG",
+        description="Analyse the DICOM studies as 'predict' does and write, for each flagged "
+        "finding (--all-findings: every finding), its Grad-CAM heatmap over the source image "
+        "with a legend (see docs/explanations.md).",
+    )
+    explain.add_argument("--out", type=Path, required=True, help="folder for the PNG files")
+    explain.add_argument(
+        "--all-findings", action="store_true", help="explain every finding, not only flagged ones"
+    )
+    _analysis_arguments(explain)
+    explain.set_defaults(handler=_explain)
 
     calibrate = commands.add_parser(
         "calibrate",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pydicom
 import pytest
 
 from medvision.data.manifest import ManifestRow
@@ -35,3 +36,12 @@ def tiny_densenet(out_channels: int, architecture: str = "densenet") -> dict[str
         "growth_rate": 4,
         "block_config": [1, 1],
     }
+
+
+def dicom_image_shapes(folder: Path) -> dict[str, tuple[int, int]]:
+    """Return ``(Rows, Columns)`` of every DICOM file below ``folder``, by SOPInstanceUID."""
+    shapes = {}
+    for path in folder.rglob("*.dcm"):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        shapes[str(ds.SOPInstanceUID)] = (int(ds.Rows), int(ds.Columns))
+    return shapes

@@ -205,6 +205,10 @@ def evaluation_transforms(entry: ModelEntry) -> Compose:
 class MammographyScorer:
     """The :class:`~medvision.inference.scoring.Scorer` of per-view mammography classifiers."""
 
+    def transforms(self, entry: ModelEntry) -> Compose:
+        """Return the evaluation chain of ``entry`` (:func:`evaluation_transforms`)."""
+        return evaluation_transforms(entry)
+
     def prepare(self, entry: ModelEntry, item: dict[str, Any]) -> PreparedStudy:
         """Load a study and transform each of its views (R-CC, L-CC, R-MLO, L-MLO order).
 

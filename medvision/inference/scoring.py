@@ -10,7 +10,9 @@ Each model family registers one :class:`Scorer` for its ``(modality, task)``:
   that one bad study never stops a batch.
 - ``score(network, entry, studies, device)`` runs the network on prepared
   studies, batching where it can, and returns one :class:`StudyScore` per study
-  in the same order.
+  in the same order;
+- ``transforms(entry)`` returns the evaluation chain ``prepare`` ran, so results
+  on the network's grid (heatmaps, masks) can be mapped back through it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
+from monai.transforms.compose import Compose
 from torch import nn
 
 from medvision.dicom.reading import DicomReadError
@@ -96,6 +99,10 @@ class StudyScore:
 
 class Scorer(Protocol):
     """What a model family provides for inference (see the module docstring)."""
+
+    def transforms(self, entry: ModelEntry) -> Compose:
+        """Return the evaluation chain ``prepare`` runs for ``entry`` (to map results back)."""
+        ...
 
     def prepare(self, entry: ModelEntry, item: dict[str, Any]) -> PreparedStudy:
         """Load and transform one study for ``entry``'s network."""

@@ -10,7 +10,10 @@ model that serves its modality (all of them when several do):
    the study site's own calibrator where one was fitted
    (:func:`medvision.calibration.refit.calibrated_probabilities`);
 4. a finding is flagged when its probability is at or above the model's
-   threshold (:mod:`medvision.calibration.operating_point`).
+   threshold (:mod:`medvision.calibration.operating_point`);
+5. when asked (``explain``), the flagged findings (or all) get Grad-CAM heatmaps on
+   their source images (:func:`medvision.explain.explain_study`); a finding that
+   cannot be explained keeps its probability and gets a note instead.
 
 A study is either analysed by every model of its modality or reported as a
 problem, never half-analysed. Models are loaded once per run, only when a study
@@ -22,7 +25,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +35,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from medvision.calibration.refit import calibrated_probabilities
+from medvision.choices import parse_choice
 from medvision.dicom.reading import DicomReadError
+from medvision.explain.heatmaps import explain_study
 from medvision.inference.scoring import PreparedStudy, Scorer, StudyScore, scorer_for
 from medvision.modality import Modality
 from medvision.models.registry import (
@@ -49,6 +55,14 @@ logger = logging.getLogger(__name__)
 
 #: Errors a scorer may raise for one study's data (MONAI wraps step errors in RuntimeError).
 STUDY_ERRORS: tuple[type[Exception], ...] = (DicomReadError, RuntimeError, ValueError, OSError)
+
+
+class Explain(StrEnum):
+    """Which findings get Grad-CAM heatmaps: ``none``, the ``flagged`` ones, or ``all``."""
+
+    NONE = "none"
+    FLAGGED = "flagged"
+    ALL = "all"
 
 
 class NoModelError(LookupError):
@@ -155,8 +169,44 @@ def _findings(
     return result
 
 
+def _explained(
+    model: LoadedModel,
+    prepared: PreparedStudy,
+    score: StudyScore,
+    findings: list[Finding],
+    explain: Explain,
+    device: torch.device,
+) -> list[Finding]:
+    """Return ``findings`` with heatmaps (or a note) for those ``explain`` selects."""
+    chosen = [f.name for f in findings if explain == Explain.ALL or f.flagged]
+    if not chosen:
+        return findings
+    explanation = explain_study(
+        model.network,
+        model.entry,
+        prepared,
+        score,
+        model.scorer.transforms(model.entry),
+        chosen,
+        device,
+    )
+    return [
+        replace(
+            finding,
+            heatmaps=[h for h in explanation.heatmaps if h.finding == finding.name],
+            explanation_note=explanation.notes.get(finding.name, ""),
+        )
+        if finding.name in chosen
+        else finding
+        for finding in findings
+    ]
+
+
 def _run_model(
-    model: LoadedModel, studies: Sequence[tuple[int, DiscoveredStudy]], device: torch.device
+    model: LoadedModel,
+    studies: Sequence[tuple[int, DiscoveredStudy]],
+    device: torch.device,
+    explain: Explain = Explain.NONE,
 ) -> tuple[dict[int, list[Finding]], dict[int, Problem]]:
     """Prepare and score numbered studies with one model: findings or a problem per study."""
     entry = model.entry
@@ -173,9 +223,11 @@ def _run_model(
             )
     outcomes = _score(model, [prepared for _, _, prepared in ready], device)
     scored: list[tuple[int, DiscoveredStudy, StudyScore]] = []
-    for (index, study, _), outcome in zip(ready, outcomes, strict=True):
+    prepared_of: dict[int, PreparedStudy] = {}
+    for (index, study, prepared), outcome in zip(ready, outcomes, strict=True):
         if isinstance(outcome, StudyScore):
             scored.append((index, study, outcome))
+            prepared_of[index] = prepared
             continue
         problems[index] = Problem(
             ProblemKind.SCORING_FAILED,
@@ -183,6 +235,11 @@ def _run_model(
             study_instance_uid=study.study_instance_uid,
         )
     per_study = _findings(model, [study for _, study, _ in scored], [s for _, _, s in scored])
+    if explain != Explain.NONE:
+        per_study = [
+            _explained(model, prepared_of[index], score, found, explain, device)
+            for (index, _, score), found in zip(scored, per_study, strict=True)
+        ]
     findings = {index: found for (index, _, _), found in zip(scored, per_study, strict=True)}
     return findings, problems
 
@@ -194,6 +251,7 @@ def analyze(
     device: str = "auto",
     batch_size: int = 16,
     progress: bool = True,
+    explain: Explain | str = Explain.NONE,
 ) -> AnalysisRun:
     """Analyse the DICOM studies in ``paths`` with the registry's models.
 
@@ -210,6 +268,8 @@ def analyze(
         Studies prepared and scored at once.
     progress
         Show a progress bar over the studies.
+    explain
+        Which findings get Grad-CAM heatmaps (:class:`Explain`; default none).
 
     Returns
     -------
@@ -235,6 +295,7 @@ def analyze(
             raise FileNotFoundError(f"{path} does not exist")
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    explain = parse_choice(Explain, explain, "explain")
     torch_device = select_device(device)
     entries = load_registry(registry)
     if not entries:
@@ -260,7 +321,7 @@ def analyze(
                     if entry.name not in loaded:
                         loaded[entry.name] = load_servable_model(entry, registry, torch_device)
                     pending = [(i, study) for i, study in chunk if i not in failed]
-                    done, trouble = _run_model(loaded[entry.name], pending, torch_device)
+                    done, trouble = _run_model(loaded[entry.name], pending, torch_device, explain)
                     for index, study_findings in done.items():
                         findings.setdefault(index, []).extend(study_findings)
                     failed.update(trouble)

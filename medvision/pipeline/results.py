@@ -12,6 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from medvision.explain.heatmaps import Heatmap
 from medvision.inference.scoring import Location
 from medvision.modality import Modality
 
@@ -84,6 +85,11 @@ class Finding:
         The model that produced it (algorithm identification).
     mask
         A mask on the source grid where the model segments (CT), else ``None``.
+    heatmaps
+        Grad-CAM heatmaps on the source images, when explanations were asked for
+        (one per image that shows the finding; :mod:`medvision.explain`).
+    explanation_note
+        Why an explanation that was asked for is missing (empty otherwise).
     """
 
     name: str
@@ -95,6 +101,8 @@ class Finding:
     model_version: str
     weights_sha256: str
     mask: Any = None
+    heatmaps: list[Heatmap] = field(default_factory=list)
+    explanation_note: str = ""
 
 
 @dataclass(frozen=True)

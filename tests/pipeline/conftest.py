@@ -86,6 +86,14 @@ def copy_study(row: ManifestRow, destination: Path) -> Path:
     return target
 
 
+def two_studies_and_a_text_file(tiny_cxr_model: TinyModel, folder: Path) -> Path:
+    """Copy the tiny model's first two cxr studies into ``folder``, beside a text file."""
+    for row in tiny_cxr_model.rows[:2]:
+        copy_study(row, folder)
+    (folder / "readme.txt").write_text("hello\n")
+    return folder
+
+
 def corrupt_pixel_data(folder: Path) -> None:
     """Cut the pixel data of every DICOM file below ``folder`` to 100 bytes."""
     for path in sorted(folder.rglob("*.dcm")):

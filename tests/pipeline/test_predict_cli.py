@@ -6,7 +6,7 @@ import pytest
 from medvision.cli import main
 from medvision.data.manifest import ManifestRow
 from medvision.pipeline import PREDICTION_COLUMNS
-from tests.pipeline.conftest import TinyModel, copy_study
+from tests.pipeline.conftest import TinyModel, two_studies_and_a_text_file
 
 HEADER = [
     "study_instance_uid",
@@ -28,11 +28,7 @@ HEADER = [
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory, tiny_cxr_model: TinyModel) -> Path:
     """Two cxr studies and a text file."""
-    folder = tmp_path_factory.mktemp("predict")
-    for row in tiny_cxr_model.rows[:2]:
-        copy_study(row, folder)
-    (folder / "readme.txt").write_text("hello\n")
-    return folder
+    return two_studies_and_a_text_file(tiny_cxr_model, tmp_path_factory.mktemp("predict"))
 
 
 def test_predictions_have_one_row_per_study_and_finding(

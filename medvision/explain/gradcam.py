@@ -1,0 +1,127 @@
+"""Grad-CAM heatmaps with Captum, on the network's input grid.
+
+Grad-CAM (Selvaraju et al. 2017) weighs each channel of a convolutional layer by
+the mean gradient of the target logit with respect to it, sums the weighted
+channels and keeps the positive part: where the layer's features raised the
+finding's logit. Here Captum's ``LayerGradCam`` computes it for a batch, one
+target output per image, and ``LayerAttribution.interpolate`` brings it from the
+layer's grid up to the network's input grid (bilinear in 2-D, trilinear in 3-D).
+
+The layer (:func:`explanation_layer`) is the last one with a spatial grid before
+the output: for the evidence-map DenseNet its feature block, whose positive part
+the 1 x 1 evidence convolution turns into the per-finding maps (for a plain MONAI
+DenseNet the same block, before its global pooling); for the CT U-Net the last
+decoder block before the output convolution.
+
+The same forward pass that gives the gradients also gives the logits
+(:class:`GradCam` keeps them), so a caller can check that the explanation belongs
+to the score it explains.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from captum.attr import LayerAttribution, LayerGradCam
+from monai.networks.nets.densenet import DenseNet
+from monai.networks.nets.unet import UNet
+from torch import nn
+
+from medvision.models.networks import EvidenceMapDenseNet
+
+
+def explanation_layer(network: nn.Module) -> nn.Module:
+    """Return the layer Grad-CAM explains for ``network``.
+
+    Raises
+    ------
+    ValueError
+        For a network this module does not know (a heatmap of an arbitrary layer
+        would be a guess).
+    """
+    if isinstance(network, EvidenceMapDenseNet | DenseNet):
+        return network.features
+    if isinstance(network, UNet):
+        # MONAI's UNet is Sequential(down, SkipConnection(...), up); the last block
+        # ``up`` maps the decoder's features to the output logits. Its input grid is
+        # the input's, so the layer is the decoder output feeding it.
+        blocks = list(network.model.children())
+        return blocks[1]
+    raise ValueError(f"no Grad-CAM layer is known for networks of type {type(network).__name__}")
+
+
+@dataclass(frozen=True)
+class GradCamOutput:
+    """Heatmaps of one batch and the logits of the forward pass that made them.
+
+    Attributes
+    ----------
+    heatmaps
+        ``(batch, *spatial)`` on the input grid, float32, each scaled to a maximum
+        of 1 (all zero when no position raised the target).
+    logits
+        The network's output in that pass, ``(batch, outputs)`` (a segmenter's
+        ``(batch, 1, *spatial)`` is reduced by ``reduce`` first).
+    """
+
+    heatmaps: torch.Tensor
+    logits: torch.Tensor
+
+
+class GradCam:
+    """Grad-CAM of one network at its :func:`explanation_layer`.
+
+    Parameters
+    ----------
+    network
+        The network, in eval mode (it is put there). Its weights are not changed.
+    reduce
+        Turns the network's raw output into ``(batch, outputs)`` logits to explain;
+        e.g. the highest voxel logit of a segmenter. ``None``: the output already is.
+    layer
+        The layer to explain (default: :func:`explanation_layer`).
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        layer: nn.Module | None = None,
+    ) -> None:
+        self.network = network.eval()
+        self.reduce = reduce
+        self.layer = layer if layer is not None else explanation_layer(network)
+        self._last_logits: torch.Tensor | None = None
+        self._cam = LayerGradCam(self._forward, self.layer)
+
+    def _forward(self, images: torch.Tensor) -> torch.Tensor:
+        output = self.network(images)
+        logits = self.reduce(output) if self.reduce is not None else output
+        self._last_logits = logits.detach()
+        return logits
+
+    def __call__(self, images: torch.Tensor, targets: Sequence[int]) -> GradCamOutput:
+        """Explain output ``targets[i]`` of image ``i``; see :class:`GradCamOutput`.
+
+        Raises
+        ------
+        ValueError
+            If there is not one target per image.
+        """
+        if len(targets) != len(images):
+            raise ValueError(f"one target per image: {len(images)} images, {len(targets)} targets")
+        images = images.detach().float()
+        with torch.enable_grad():
+            attribution = self._cam.attribute(
+                images, target=[int(t) for t in targets], relu_attributions=True
+            )
+        spatial = tuple(int(size) for size in images.shape[2:])
+        mode = "bilinear" if len(spatial) == 2 else "trilinear"
+        upsampled = LayerAttribution.interpolate(attribution, spatial, interpolate_mode=mode)
+        heatmaps = upsampled[:, 0].detach().float().clamp_min(0.0)
+        peaks = heatmaps.flatten(1).amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny)
+        heatmaps = heatmaps / peaks.view(-1, *([1] * len(spatial)))
+        assert self._last_logits is not None
+        return GradCamOutput(heatmaps=heatmaps, logits=self._last_logits.float())

@@ -1,0 +1,213 @@
+"""One Grad-CAM heatmap per finding of a scored study, on the source image's pixel grid.
+
+:func:`explain_study` takes a study as the scorer prepared it
+(:class:`~medvision.inference.scoring.PreparedStudy`) and its score
+(:class:`~medvision.inference.scoring.StudyScore`), and for each asked-for finding:
+
+- **chest X-ray, fundus**: Grad-CAM of the finding's output on the study's one
+  image;
+- **mammography**: Grad-CAM of the view network's one output on each view of the
+  finding's breast (``malignancy_left``: the left views; ``malignancy``: the views
+  of the breast that gave the study's logit), one heatmap per view.
+
+Each heatmap is mapped back through the model's own transform chain
+(:func:`~medvision.transforms.chain.to_original_grid`: padding, resize, crop and
+laterality flip undone) onto the DICOM image's ``(rows, columns)``, scaled to a
+maximum of 1, with the position of its maximum (``peak``, row and column).
+
+Explanations never change a finding: the probability stays the scorer's. The
+logits of Grad-CAM's own forward pass are compared with the scored ones (a breast's
+logit is the mean of its views'); if they differ by more than
+:data:`LOGIT_TOLERANCE` the heatmap is not given, because it would explain a
+different score. That, and any error while explaining, becomes a note on the study
+instead of an exception: the finding is still delivered, with the note.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from monai.transforms.compose import Compose
+from numpy.typing import NDArray
+from torch import nn
+
+from medvision.explain.gradcam import GradCam
+from medvision.inference.mammography import (
+    BREAST_FINDINGS,
+    STUDY_FINDING,
+    view_laterality,
+)
+from medvision.inference.scoring import PreparedStudy, StudyScore
+from medvision.modality import Modality
+from medvision.models.registry import ModelEntry
+from medvision.training.loop import plain_tensor
+from medvision.transforms.chain import MapKind, to_original_grid
+from medvision.transforms.loading import IMAGE_KEY
+
+#: Largest difference between a scored logit and the explanation pass's logit (float32
+#: on both sides; the GPU scorer runs in bf16, hence the wider margin there).
+LOGIT_TOLERANCE = {"cpu": 1e-3, "cuda": 0.1}
+
+
+@dataclass(frozen=True)
+class Heatmap:
+    """A finding's Grad-CAM heatmap on one source image.
+
+    Attributes
+    ----------
+    finding
+        The finding explained.
+    values
+        ``(rows, columns)`` float32 in ``[0, 1]`` on the DICOM image's pixel grid.
+    referenced_uid
+        SOPInstanceUID of that image.
+    peak
+        ``(row, column)`` of the heatmap's maximum.
+    laterality
+        ``"R"``/``"L"`` for a mammography view, else ``""``.
+    """
+
+    finding: str
+    values: NDArray[np.float32]
+    referenced_uid: str
+    peak: tuple[int, int]
+    laterality: str = ""
+
+
+@dataclass
+class StudyExplanation:
+    """The heatmaps of one study, and notes where a finding could not be explained.
+
+    Attributes
+    ----------
+    study_instance_uid
+        The study.
+    heatmaps
+        One per explained finding and image.
+    notes
+        Per finding, why it has no heatmap (empty when all were explained).
+    """
+
+    study_instance_uid: str
+    heatmaps: list[Heatmap] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Target:
+    finding: str
+    views: tuple[int, ...]
+    output: int
+    scored_logit: float
+
+
+def _targets(entry: ModelEntry, study: PreparedStudy, score: StudyScore, finding: str) -> _Target:
+    if finding not in entry.findings:
+        raise ValueError(f"model {entry.name} has no finding '{finding}'")
+    scored = float(score.logits[finding])
+    if entry.modality in (Modality.CXR, Modality.FUNDUS):
+        return _Target(finding, (0,), entry.findings.index(finding), scored)
+    if entry.modality == Modality.MAMMO:
+        if finding == STUDY_FINDING:
+            side = max(BREAST_FINDINGS, key=lambda s: score.logits[BREAST_FINDINGS[s]])
+        else:
+            side = next(s for s, name in BREAST_FINDINGS.items() if name == finding)
+        views = tuple(i for i, view in enumerate(study.inputs) if view_laterality(view) == side)
+        return _Target(finding, views, 0, scored)
+    raise ValueError(
+        f"Grad-CAM explains 2-D classifiers (chest X-ray, fundus, mammography); "
+        f"model {entry.name} is a {entry.modality.value} model"
+    )
+
+
+def _peak(values: NDArray[np.float32]) -> tuple[int, int]:
+    row, column = np.unravel_index(int(np.argmax(values)), values.shape)
+    return int(row), int(column)
+
+
+def _source_heatmap(
+    heatmap: torch.Tensor, item: Mapping[str, Any], transforms: Compose
+) -> NDArray[np.float32]:
+    mapped = to_original_grid(heatmap, item, transforms, MapKind.CONTINUOUS)[0]
+    mapped = np.clip(mapped, 0.0, None)
+    peak = float(mapped.max()) if mapped.size else 0.0
+    return (mapped / peak if peak > 0 else mapped).astype(np.float32)
+
+
+def explain_study(
+    network: nn.Module,
+    entry: ModelEntry,
+    study: PreparedStudy,
+    score: StudyScore,
+    transforms: Compose,
+    findings: Sequence[str],
+    device: torch.device | None = None,
+) -> StudyExplanation:
+    """Return Grad-CAM heatmaps of ``findings`` of one scored study (see the module docstring).
+
+    Parameters
+    ----------
+    network
+        The model's network as scored (its weights are not changed).
+    entry
+        The model's registry entry.
+    study
+        The study as the model's scorer prepared it.
+    score
+        The scorer's output for ``study``.
+    transforms
+        The chain that prepared ``study`` (the scorer's), to undo its spatial steps.
+    findings
+        The findings to explain (e.g. the flagged ones).
+    device
+        Where to run (default: CPU).
+
+    Returns
+    -------
+    StudyExplanation
+        Heatmaps, and a note for each finding that could not be explained.
+    """
+    device = device or torch.device("cpu")
+    tolerance = LOGIT_TOLERANCE.get(device.type, LOGIT_TOLERANCE["cuda"])
+    explanation = StudyExplanation(study.study_instance_uid)
+    network.to(device)
+    try:
+        cam = GradCam(network)
+    except ValueError as error:
+        explanation.notes = {finding: f"no heatmap: {error}" for finding in findings}
+        return explanation
+    for finding in findings:
+        try:
+            target = _targets(entry, study, score, finding)
+            items = [study.inputs[i] for i in target.views]
+            if not items:
+                raise ValueError("no image of the study shows it")
+            images = torch.stack([plain_tensor(item[IMAGE_KEY]) for item in items]).to(device)
+            output = cam(images, [target.output] * len(items))
+            explained = float(output.logits[:, target.output].double().mean())
+            if abs(explained - target.scored_logit) > tolerance:
+                raise ValueError(
+                    f"the explanation's forward pass gave logit {explained:.4f}, the scored "
+                    f"one is {target.scored_logit:.4f}"
+                )
+            for item, heatmap in zip(items, output.heatmaps.cpu(), strict=True):
+                values = _source_heatmap(heatmap, item, transforms)
+                meta = item[IMAGE_KEY].meta
+                explanation.heatmaps.append(
+                    Heatmap(
+                        finding=finding,
+                        values=values,
+                        referenced_uid=str(meta["sop_instance_uids"][0]),
+                        peak=_peak(values),
+                        laterality=str(meta.get("laterality", ""))
+                        if entry.modality == Modality.MAMMO
+                        else "",
+                    )
+                )
+        except Exception as error:  # a failed explanation never loses a finding
+            explanation.notes[finding] = f"no heatmap: {error}"
+    return explanation

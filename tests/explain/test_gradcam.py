@@ -1,0 +1,87 @@
+"""Grad-CAM on the input grid: shapes, scaling, the forward pass's logits, the right place."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.networks.nets.unet import UNet
+from torch import nn
+
+from medvision.explain.gradcam import GradCam, explanation_layer
+from medvision.models.networks import EvidenceMapDenseNet, build_network
+from tests.conftest import tiny_densenet
+
+
+class MaxOfIdentity(nn.Module):
+    """A 1 x 1 convolution that copies the image, then the maximum pixel as the logit.
+
+    Grad-CAM of its convolution is the image itself (positive part), scaled: the
+    gradient of the maximum is one pixel, so the channel weight is ``1 / pixels``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.copy = nn.Conv2d(1, 1, kernel_size=1, bias=False)
+        with torch.no_grad():
+            self.copy.weight.fill_(1.0)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.copy(image).flatten(1).amax(dim=1, keepdim=True)
+
+
+def test_heatmaps_are_the_image_where_grad_cam_has_a_closed_form() -> None:
+    image = torch.zeros(1, 1, 16, 12)
+    image[0, 0, 4:7, 8:10] = 2.0
+    image[0, 0, 12, 1] = 1.0
+    network = MaxOfIdentity()
+    output = GradCam(network, layer=network.copy)(image, [0])
+    assert output.heatmaps.shape == (1, 16, 12)
+    assert torch.equal(output.heatmaps[0], image[0, 0] / 2.0)
+    assert torch.equal(output.logits, torch.tensor([[2.0]]))
+
+
+def test_heatmaps_of_a_densenet_fill_the_input_grid_scaled_to_one() -> None:
+    torch.manual_seed(0)
+    network = build_network(tiny_densenet(3, "evidence_densenet"))
+    images = torch.rand(2, 1, 64, 48)
+    output = GradCam(network)(images, [0, 2])
+    assert output.heatmaps.shape == (2, 64, 48)
+    assert output.heatmaps.dtype == torch.float32
+    for heatmap in output.heatmaps:
+        assert float(heatmap.min()) >= 0.0
+        assert float(heatmap.max()) in (0.0, pytest.approx(1.0))
+    # The logits are those of the explained forward pass, i.e. the network's own.
+    with torch.no_grad():
+        assert torch.allclose(output.logits, network(images), atol=1e-6)
+
+
+def test_the_weights_are_not_changed_by_an_explanation() -> None:
+    torch.manual_seed(0)
+    network = build_network(tiny_densenet(2, "evidence_densenet"))
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    GradCam(network)(torch.rand(3, 1, 32, 32), [1, 0, 1])
+    after = network.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(p.grad is None or not p.grad.any() for p in network.parameters())
+
+
+def test_the_layer_is_the_densenet_features_or_the_unet_decoder() -> None:
+    densenet = build_network(tiny_densenet(2, "evidence_densenet"))
+    assert isinstance(densenet, EvidenceMapDenseNet)
+    assert explanation_layer(densenet) is densenet.features
+    plain = build_network(tiny_densenet(2))
+    assert explanation_layer(plain) is plain.features
+    unet = UNet(3, 1, 1, channels=(4, 8), strides=(2,))
+    layer = explanation_layer(unet)
+    assert layer is list(unet.model.children())[1]
+    volume = torch.rand(1, 1, 16, 16, 8)
+    output = GradCam(unet, reduce=lambda out: out.flatten(1).amax(dim=1, keepdim=True))(volume, [0])
+    assert output.heatmaps.shape == (1, 16, 16, 8)
+    with pytest.raises(ValueError, match="no Grad-CAM layer is known for networks of type Linear"):
+        explanation_layer(nn.Linear(2, 2))
+
+
+def test_one_target_per_image_is_required() -> None:
+    network = MaxOfIdentity()
+    with pytest.raises(ValueError, match="one target per image: 2 images, 1 targets"):
+        GradCam(network, layer=network.copy)(torch.zeros(2, 1, 4, 4), [0])
