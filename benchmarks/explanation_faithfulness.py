@@ -1,0 +1,250 @@
+"""Measure how faithful the Grad-CAM heatmaps are, per model, on fresh phantoms.
+
+For every 2-D classifier of the registry a fresh phantom set is generated (seed
+9101, the training sites, prevalence 0.5, every study in ``test``) and analysed as
+``medvision explain`` does (``analyze(..., explain="flagged")``). Then, per model and
+finding, over the **flagged true positives** (flagged, and the phantom has the
+finding) and each of their heatmaps whose image shows the lesion:
+
+- **pointing game**: the share of heatmaps whose peak lies on the lesion or within
+  15 pixels of it (Wilson 95 % interval);
+- **mass inside**: the mean share of the heatmap on lesion pixels, beside the mean
+  lesion area fraction (what a uniform heatmap would score);
+- **randomisation check** (Adebayo et al. 2018): for up to ``--randomised`` of those
+  studies, the heatmap of a copy of the network with all weights drawn anew, and the
+  mean Spearman rank correlation with the trained model's heatmap; passes at 0.5 or
+  below;
+- **cost**: median time to explain one finding of one study, over the median time
+  of the forward pass that scored it (both on the chosen device, one study at a time).
+
+Usage::
+
+    python benchmarks/explanation_faithfulness.py --models medvision/models/weights \\
+        --out build/faithfulness [--studies 200] [--randomised 30] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from medvision.data.manifest import ManifestRow
+from medvision.explain.faithfulness import (
+    LESION_MASKS,
+    RANDOMISATION_MAX_CORRELATION,
+    lesion_mask,
+    mass_inside,
+    pointing_game_hit,
+    randomised_copy,
+    rank_correlation,
+)
+from medvision.explain.heatmaps import explain_study
+from medvision.inference.scoring import scorer_for
+from medvision.models.registry import ModelEntry, load_model, load_registry
+from medvision.pipeline import analyze
+from medvision.pipeline.results import AnalysisRun, Finding
+from medvision.statistics import wilson_interval
+from medvision.synth.catalogue import site_named
+from medvision.synth.generator import SynthConfig, generate
+from medvision.training.loop import select_device
+from medvision.transforms.loading import study_item
+
+SEED = 9101
+PREVALENCE = 0.5
+TRAINING_SITES = (
+    "Northfield University Hospital",
+    "Riverside Community Clinic",
+    "St Brendan's General",
+)
+
+
+@dataclass
+class Tally:
+    """What was counted for one finding before the figures are computed."""
+
+    positives: int = 0
+    hits: int = 0
+    heatmaps: int = 0
+    masses: list[float] = field(default_factory=list)
+    fractions: list[float] = field(default_factory=list)
+    correlations: list[float] = field(default_factory=list)
+    explain_seconds: list[float] = field(default_factory=list)
+    forward_seconds: list[float] = field(default_factory=list)
+
+
+@dataclass
+class FindingFaithfulness:
+    """The figures of one model's finding (see the module docstring)."""
+
+    model: str
+    finding: str
+    flagged_true_positives: int
+    heatmaps: int
+    pointing_hits: int
+    pointing_rate: float
+    pointing_ci: tuple[float, float]
+    mass_inside: float
+    lesion_fraction: float
+    randomised_studies: int
+    randomised_correlation: float
+    randomisation_passes: bool
+    explain_seconds: float
+    forward_seconds: float
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.nanmean(values)) if values else float("nan")
+
+
+def _median(values: list[float]) -> float:
+    return float(np.median(values)) if values else float("nan")
+
+
+@dataclass
+class Context:
+    """A model, its phantom set and run, and what the randomisation check needs."""
+
+    entry: ModelEntry
+    folder: Path
+    rows: dict[str, ManifestRow]
+    run: AnalysisRun
+    network: nn.Module
+    randomised: nn.Module
+    device: torch.device
+
+
+def _localise(context: Context, row: ManifestRow, found: Finding, tally: Tally) -> None:
+    assert row.masks is not None
+    masks = np.load(context.folder / row.masks)
+    for heatmap in found.heatmaps:
+        lesion = lesion_mask(masks, context.entry.modality, found.name, heatmap.referenced_uid)
+        if lesion is None or not lesion.any():
+            continue
+        tally.heatmaps += 1
+        tally.hits += pointing_game_hit(heatmap.values, lesion)
+        tally.masses.append(mass_inside(heatmap.values, lesion))
+        tally.fractions.append(float(lesion.mean()))
+
+
+def _randomise(context: Context, row: ManifestRow, finding: str, tally: Tally) -> None:
+    entry, device = context.entry, context.device
+    scorer = scorer_for(entry)
+    transforms = scorer.transforms(entry)
+    study = scorer.prepare(entry, study_item(row, context.folder / "manifest.csv"))
+    start = time.perf_counter()
+    (score,) = scorer.score(context.network, entry, [study], device)
+    tally.forward_seconds.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    trained = explain_study(context.network, entry, study, score, transforms, [finding], device)
+    tally.explain_seconds.append(time.perf_counter() - start)
+    random = explain_study(
+        context.randomised, entry, study, score, transforms, [finding], device, check_logits=False
+    )
+    for ours, theirs in zip(trained.heatmaps, random.heatmaps, strict=True):
+        tally.correlations.append(rank_correlation(ours.values, theirs.values))
+
+
+def _figures(context: Context, finding: str, tally: Tally, randomised: int) -> FindingFaithfulness:
+    nan = float("nan")
+    correlation = _mean(tally.correlations)
+    return FindingFaithfulness(
+        model=context.entry.name,
+        finding=finding,
+        flagged_true_positives=tally.positives,
+        heatmaps=tally.heatmaps,
+        pointing_hits=tally.hits,
+        pointing_rate=tally.hits / tally.heatmaps if tally.heatmaps else nan,
+        pointing_ci=wilson_interval(tally.hits, tally.heatmaps) if tally.heatmaps else (nan, nan),
+        mass_inside=_mean(tally.masses),
+        lesion_fraction=_mean(tally.fractions),
+        randomised_studies=min(tally.positives, randomised),
+        randomised_correlation=correlation,
+        randomisation_passes=bool(correlation <= RANDOMISATION_MAX_CORRELATION),
+        explain_seconds=_median(tally.explain_seconds),
+        forward_seconds=_median(tally.forward_seconds),
+    )
+
+
+def _context(entry: ModelEntry, models: Path, out: Path, studies: int, device: str) -> Context:
+    folder = out / entry.modality.value
+    config = SynthConfig(
+        (entry.modality,),
+        studies,
+        SEED,
+        folder,
+        sites=tuple(site_named(name) for name in TRAINING_SITES),
+        prevalence={"*": PREVALENCE},
+        split="test",
+    )
+    rows = {row.study_instance_uid: row for row in generate(config, progress=True)}
+    run = analyze(
+        [folder / entry.modality.value], registry=models, device=device, explain="flagged"
+    )
+    torch_device = select_device(device)
+    network = load_model(entry, models).to(torch_device)
+    return Context(entry, folder, rows, run, network, randomised_copy(network), torch_device)
+
+
+def measure(
+    models: Path, out: Path, studies: int, randomised: int, device: str
+) -> list[FindingFaithfulness]:
+    """Measure every 2-D classifier of ``models``; return one record per finding."""
+    figures: list[FindingFaithfulness] = []
+    for entry in load_registry(models).values():
+        if entry.modality not in LESION_MASKS:
+            continue
+        context = _context(entry, models, out, studies, device)
+        for finding in entry.findings:
+            tally = Tally()
+            for result in context.run.results:
+                row = context.rows[result.study_instance_uid]
+                found = next(
+                    f for f in result.findings if f.name == finding and f.model_name == entry.name
+                )
+                if not found.flagged or row.labels.get(finding) != 1 or row.masks is None:
+                    continue
+                tally.positives += 1
+                _localise(context, row, found, tally)
+                if tally.positives <= randomised and found.heatmaps:
+                    _randomise(context, row, finding, tally)
+            figures.append(_figures(context, finding, tally, randomised))
+    return figures
+
+
+def main() -> None:
+    """Print one line per model and finding."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--models", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--studies", type=int, default=200)
+    parser.add_argument("--randomised", type=int, default=30)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    figures = measure(args.models, args.out, args.studies, args.randomised, args.device)
+    print(
+        f"{'model':<16} {'finding':<18} {'TP':>4} {'maps':>5} {'pointing (95% CI)':>22} "
+        f"{'mass in':>8} {'area':>6} {'rand rho':>8} {'check':>5} {'explain/forward':>16}"
+    )
+    for f in figures:
+        ci = f"{f.pointing_rate:.2f} ({f.pointing_ci[0]:.2f}-{f.pointing_ci[1]:.2f})"
+        ratio = f"{f.explain_seconds:.3f}/{f.forward_seconds:.3f} s"
+        check = "pass" if f.randomisation_passes else "FAIL"
+        print(
+            f"{f.model:<16} {f.finding:<18} {f.flagged_true_positives:>4} {f.heatmaps:>5} "
+            f"{ci:>22} {f.mass_inside:>8.3f} {f.lesion_fraction:>6.3f} "
+            f"{f.randomised_correlation:>8.2f} {check:>5} {ratio:>16}"
+        )
+    if args.json is not None:
+        args.json.write_text(json.dumps([asdict(f) for f in figures], indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
