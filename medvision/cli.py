@@ -296,7 +296,7 @@ def _analyze_paths(
 def _predict(args: argparse.Namespace) -> int:
     from medvision.pipeline import write_predictions
 
-    run = _analyze_paths(args, "predict")
+    run = _analyze_paths(args, "predict", "flagged" if args.dicom_out else "none")
     if run is None:
         return EXIT_FAILURE
     studies = len(run.results)
@@ -306,15 +306,18 @@ def _predict(args: argparse.Namespace) -> int:
         f"analysed {_count(studies, 'study', 'studies')} ({rows} findings, {flagged} flagged); "
         f"{_count(len(run.problems), 'problem', 'problems')}; wrote {args.out}"
     )
+    if args.dicom_out:
+        from medvision.pipeline.overlays import write_secondary_captures
+
+        _print_explanation_notes(run)
+        objects = write_secondary_captures(run, args.paths, args.dicom_out)
+        written = _count(len(objects), "heatmap Secondary Capture", "heatmap Secondary Captures")
+        print(f"wrote {written} to {args.dicom_out}")
     return EXIT_OK
 
 
-def _explain(args: argparse.Namespace) -> int:
-    from medvision.pipeline.overlays import write_overlays
-
-    run = _analyze_paths(args, "explain", "all" if args.all_findings else "flagged")
-    if run is None:
-        return EXIT_FAILURE
+def _print_explanation_notes(run: AnalysisRun) -> None:
+    """Print, for each finding whose explanation is missing, why (standard error)."""
     for result in run.results:
         for finding in result.findings:
             if finding.explanation_note:
@@ -323,6 +326,15 @@ def _explain(args: argparse.Namespace) -> int:
                     f"{finding.explanation_note}",
                     file=sys.stderr,
                 )
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from medvision.pipeline.overlays import write_overlays
+
+    run = _analyze_paths(args, "explain", "all" if args.all_findings else "flagged")
+    if run is None:
+        return EXIT_FAILURE
+    _print_explanation_notes(run)
     written = write_overlays(run, args.paths, args.out)
     print(
         f"analysed {_count(len(run.results), 'study', 'studies')}; "
@@ -523,6 +535,12 @@ def build_parser() -> argparse.ArgumentParser:
         "models; write one row per study and finding (see docs/predictions.md).",
     )
     predict.add_argument("--out", type=Path, required=True, help="predictions CSV to write")
+    predict.add_argument(
+        "--dicom-out",
+        type=Path,
+        help="also write each flagged finding's Grad-CAM heatmap as a DICOM Secondary Capture "
+        "image here",
+    )
     _analysis_arguments(predict)
     predict.set_defaults(handler=_predict)
 

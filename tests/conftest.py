@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pydicom
@@ -45,3 +47,17 @@ def dicom_image_shapes(folder: Path) -> dict[str, tuple[int, int]]:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         shapes[str(ds.SOPInstanceUID)] = (int(ds.Rows), int(ds.Columns))
     return shapes
+
+
+#: Skip marker for tests that run dicom3tools' validator.
+needs_dciodvfy = pytest.mark.skipif(
+    shutil.which("dciodvfy") is None, reason="needs dicom3tools (scripts/setup.sh)"
+)
+
+
+def dciodvfy_errors(path: Path) -> list[str]:
+    """Return the ``Error`` lines dicom3tools' ``dciodvfy`` reports for one file."""
+    result = subprocess.run(
+        ["dciodvfy", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    return [line for line in result.stderr.splitlines() if line.startswith("Error")]

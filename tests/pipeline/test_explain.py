@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
+import pydicom
 import pytest
 from PIL import Image
 
 from medvision.cli import main
 from medvision.pipeline import analyze
 from medvision.pipeline.results import AnalysisRun
-from tests.conftest import dicom_image_shapes
+from tests.conftest import dciodvfy_errors, dicom_image_shapes, needs_dciodvfy
 from tests.pipeline.conftest import TinyModel, two_studies_and_a_text_file
 
 
@@ -98,3 +100,35 @@ def test_explain_exits_1_when_nothing_can_be_analysed(
     assert code == 1
     assert "medvision explain: error: no study could be analysed" in capsys.readouterr().err
     assert not out.exists()
+
+
+@needs_dciodvfy
+def test_predict_with_dicom_out_writes_one_valid_secondary_capture_per_flagged_finding(
+    folder: Path, tiny_cxr_model: TinyModel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, dicom = tmp_path / "preds.csv", tmp_path / "dicom"
+    registry = str(tiny_cxr_model.registry)
+    arguments = [str(folder), "--out", str(out), "--models", registry, "--dicom-out", str(dicom)]
+    assert main(["predict", *arguments, "--device", "cpu", "--no-progress"]) == 0
+    with out.open(newline="") as handle:
+        flagged = [row for row in csv.DictReader(handle) if row["flagged"] == "1"]
+    assert flagged  # the tiny model's thresholds (sensitivity 0.9) flag some findings
+    objects = sorted(dicom.rglob("*.dcm"))
+    assert f"wrote {len(objects)} heatmap Secondary Capture" in capsys.readouterr().out
+    assert len(objects) == len(flagged)
+    sources = {
+        str(ds.SOPInstanceUID): ds
+        for ds in (pydicom.dcmread(p, stop_before_pixels=True) for p in folder.rglob("*.dcm"))
+    }
+    for path in objects:
+        assert dciodvfy_errors(path) == []
+        written = pydicom.dcmread(path)
+        source = sources[written.SourceImageSequence[0].ReferencedSOPInstanceUID]
+        assert written.StudyInstanceUID == source.StudyInstanceUID == path.parent.name
+        assert written.SeriesInstanceUID != source.SeriesInstanceUID
+    expected = sorted((row["study_instance_uid"], row["finding"]) for row in flagged)
+    found = sorted(
+        (str(ds.StudyInstanceUID), str(ds.DerivationDescription).split(":")[0].split(" of ")[1])
+        for ds in (pydicom.dcmread(p, stop_before_pixels=True) for p in objects)
+    )
+    assert found == expected

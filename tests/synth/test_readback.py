@@ -1,7 +1,5 @@
 """Every kind of object the phantom generator writes reads back with the tools users have."""
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +11,7 @@ from monai.transforms.io.array import LoadImage
 from medvision.data.manifest import ManifestRow
 from medvision.dicom.reading import iter_files
 from medvision.modality import Modality
+from tests.conftest import dciodvfy_errors, needs_dciodvfy
 
 PhantomSet = tuple[Path, list[ManifestRow]]
 
@@ -32,16 +31,13 @@ def _sample_files(out: Path, row: ManifestRow) -> list[Path]:
 
 
 @pytest.mark.integration
-@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="needs dicom3tools (scripts/setup.sh)")
+@needs_dciodvfy
 def test_every_device_writes_objects_dciodvfy_accepts(phantom_set: PhantomSet) -> None:
     out, rows = phantom_set
     problems = []
     for row in _one_study_per_device(rows):
         for path in _sample_files(out, row):
-            result = subprocess.run(
-                ["dciodvfy", str(path)], capture_output=True, text=True, timeout=60, check=False
-            )
-            errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
+            errors = dciodvfy_errors(path)
             if errors:
                 problems.append(f"{row.manufacturer_model} {path.name}: {errors}")
     assert problems == []
