@@ -308,11 +308,16 @@ def _predict(args: argparse.Namespace) -> int:
     )
     if args.dicom_out:
         from medvision.pipeline.overlays import write_secondary_captures
+        from medvision.pipeline.reports import write_structured_reports
 
         _print_explanation_notes(run)
-        objects = write_secondary_captures(run, args.paths, args.dicom_out)
-        written = _count(len(objects), "heatmap Secondary Capture", "heatmap Secondary Captures")
-        print(f"wrote {written} to {args.dicom_out}")
+        reports = write_structured_reports(run, args.paths, args.dicom_out)
+        captures = write_secondary_captures(run, args.paths, args.dicom_out)
+        print(
+            f"wrote {_count(len(reports), 'SR document', 'SR documents')} and "
+            f"{_count(len(captures), 'heatmap Secondary Capture', 'heatmap Secondary Captures')}"
+            f" to {args.dicom_out}"
+        )
     return EXIT_OK
 
 
@@ -538,8 +543,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--dicom-out",
         type=Path,
-        help="also write each flagged finding's Grad-CAM heatmap as a DICOM Secondary Capture "
-        "image here",
+        help="also write DICOM results here: one TID 1500 SR per study, and each flagged "
+        "finding's Grad-CAM heatmap as a Secondary Capture image",
     )
     _analysis_arguments(predict)
     predict.set_defaults(handler=_predict)

@@ -62,17 +62,18 @@ def display_image(ds: Dataset) -> NDArray[np.float32]:
     return presentation_values(ds)
 
 
-def instance_paths(paths: Sequence[Path]) -> dict[str, Path]:
-    """Return the file of each SOPInstanceUID found below ``paths`` (non-DICOM files skipped)."""
-    found: dict[str, Path] = {}
+def instance_headers(paths: Sequence[Path]) -> dict[str, tuple[Path, Dataset]]:
+    """Return the file and header of each SOPInstanceUID below ``paths`` (non-DICOM skipped)."""
+    found: dict[str, tuple[Path, Dataset]] = {}
     for root in paths:
         for path in [root] if root.is_file() else iter_files(root):
             try:
-                uid = str(read_header(path).get("SOPInstanceUID", ""))
+                header = read_header(path)
             except DicomReadError:
                 continue
+            uid = str(header.get("SOPInstanceUID", ""))
             if uid:
-                found.setdefault(uid, path)
+                found.setdefault(uid, (path, header))
     return found
 
 
@@ -98,7 +99,7 @@ def rendered_heatmaps(run: AnalysisRun, paths: Sequence[Path]) -> Iterator[Rende
     DicomReadError
         If a source image named by a heatmap cannot be found or decoded.
     """
-    sources = instance_paths(paths)
+    sources = instance_headers(paths)
     for result in run.results:
         for finding in result.findings:
             for number, heatmap in enumerate(finding.heatmaps, start=1):
@@ -107,7 +108,7 @@ def rendered_heatmaps(run: AnalysisRun, paths: Sequence[Path]) -> Iterator[Rende
                         f"study {result.study_instance_uid}: the image {heatmap.referenced_uid} "
                         "of a heatmap is not among the analysed files"
                     )
-                source = read_instance(sources[heatmap.referenced_uid])
+                source = read_instance(sources[heatmap.referenced_uid][0])
                 picture = render_overlay(
                     display_image(source),
                     heatmap.values,

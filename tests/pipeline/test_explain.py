@@ -113,9 +113,11 @@ def test_predict_with_dicom_out_writes_one_valid_secondary_capture_per_flagged_f
     with out.open(newline="") as handle:
         flagged = [row for row in csv.DictReader(handle) if row["flagged"] == "1"]
     assert flagged  # the tiny model's thresholds (sensitivity 0.9) flag some findings
-    objects = sorted(dicom.rglob("*.dcm"))
-    assert f"wrote {len(objects)} heatmap Secondary Capture" in capsys.readouterr().out
+    objects = sorted(dicom.rglob("SC_*.dcm"))
     assert len(objects) == len(flagged)
+    assert f"wrote 2 SR documents and {len(objects)} heatmap Secondary Capture" in (
+        capsys.readouterr().out
+    )
     sources = {
         str(ds.SOPInstanceUID): ds
         for ds in (pydicom.dcmread(p, stop_before_pixels=True) for p in folder.rglob("*.dcm"))
@@ -132,3 +134,31 @@ def test_predict_with_dicom_out_writes_one_valid_secondary_capture_per_flagged_f
         for ds in (pydicom.dcmread(p, stop_before_pixels=True) for p in objects)
     )
     assert found == expected
+
+
+@needs_dciodvfy
+def test_predict_with_dicom_out_writes_an_sr_per_study_that_supersedes_the_last(
+    folder: Path, tiny_cxr_model: TinyModel, tmp_path: Path
+) -> None:
+    dicom = tmp_path / "dicom"
+    registry = str(tiny_cxr_model.registry)
+    arguments = ["--models", registry, "--dicom-out", str(dicom), "--device", "cpu"]
+    for run in ("first", "second"):
+        out = str(tmp_path / f"{run}.csv")
+        assert main(["predict", str(folder), "--out", out, *arguments, "--no-progress"]) == 0
+        if run == "first":
+            first = {p.parent.name: (p, pydicom.dcmread(p)) for p in dicom.rglob("SR_*.dcm")}
+    assert set(first) == {row.study_instance_uid for row in tiny_cxr_model.rows[:2]}
+    for study, (path, earlier) in first.items():
+        assert dciodvfy_errors(path) == []
+        assert "PredecessorDocumentsSequence" not in earlier
+        (later,) = [
+            ds
+            for ds in (pydicom.dcmread(p) for p in (dicom / study).glob("SR_*.dcm"))
+            if ds.SOPInstanceUID != earlier.SOPInstanceUID
+        ]
+        (predecessor,) = later.PredecessorDocumentsSequence[0].ReferencedSeriesSequence
+        assert predecessor.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == (
+            earlier.SOPInstanceUID
+        )
+        assert later.StudyInstanceUID == study
