@@ -308,13 +308,15 @@ def _predict(args: argparse.Namespace) -> int:
     )
     if args.dicom_out:
         from medvision.pipeline.overlays import write_secondary_captures
-        from medvision.pipeline.reports import write_structured_reports
+        from medvision.pipeline.reports import write_segmentations, write_structured_reports
 
         _print_explanation_notes(run)
         reports = write_structured_reports(run, args.paths, args.dicom_out)
+        segmentations = write_segmentations(run, args.paths, args.dicom_out)
         captures = write_secondary_captures(run, args.paths, args.dicom_out)
         print(
-            f"wrote {_count(len(reports), 'SR document', 'SR documents')} and "
+            f"wrote {_count(len(reports), 'SR document', 'SR documents')}, "
+            f"{_count(len(segmentations), 'segmentation', 'segmentations')} and "
             f"{_count(len(captures), 'heatmap Secondary Capture', 'heatmap Secondary Captures')}"
             f" to {args.dicom_out}"
         )

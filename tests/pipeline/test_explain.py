@@ -115,7 +115,7 @@ def test_predict_with_dicom_out_writes_one_valid_secondary_capture_per_flagged_f
     assert flagged  # the tiny model's thresholds (sensitivity 0.9) flag some findings
     objects = sorted(dicom.rglob("SC_*.dcm"))
     assert len(objects) == len(flagged)
-    assert f"wrote 2 SR documents and {len(objects)} heatmap Secondary Capture" in (
+    assert f"wrote 2 SR documents, 0 segmentations and {len(objects)} heatmap Secondary" in (
         capsys.readouterr().out
     )
     sources = {
