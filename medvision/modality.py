@@ -36,6 +36,24 @@ FINDINGS: dict[Modality, tuple[str, ...]] = {
     Modality.CT: ("nodule",),
 }
 
+#: How people read each finding's name (legends, reports); the name itself otherwise.
+FINDING_NAMES: dict[str, str] = {
+    "nodule": "nodule",
+    "pleural_effusion": "pleural effusion",
+    "pneumothorax": "pneumothorax",
+    "cardiomegaly": "cardiomegaly",
+    "referable_dr": "referable diabetic retinopathy",
+    "malignancy": "malignancy (either breast)",
+    "malignancy_left": "malignancy, left breast",
+    "malignancy_right": "malignancy, right breast",
+}
+
+
+def finding_name(finding: str) -> str:
+    """Return the readable name of a finding (:data:`FINDING_NAMES`, else the name itself)."""
+    return FINDING_NAMES.get(finding, finding.replace("_", " "))
+
+
 #: The four views of a screening mammogram, in medvision's order: (ImageLaterality, ViewPosition).
 MAMMOGRAPHY_VIEWS: tuple[tuple[str, str], ...] = (
     ("R", "CC"),

@@ -20,6 +20,8 @@ from matplotlib import colormaps, font_manager
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFont
 
+from medvision.modality import finding_name
+
 #: Heat below this is not drawn.
 SHOW_FROM = 0.2
 #: Opacity of the heatmap where it is 1.
@@ -55,7 +57,7 @@ def _legend_font(lines: list[str], width: int, size: int) -> tuple[int, ImageFon
 def legend_lines(finding: str, probability: float, threshold: float) -> list[str]:
     """Return the legend's lines for one finding (see the module docstring)."""
     verdict = "FLAGGED" if probability >= threshold else "not flagged"
-    name = finding.replace("_", " ")
+    name = finding_name(finding)
     return [
         f"{name}: probability {probability:.2f} (threshold {threshold:.2f}) - {verdict}",
         NOT_FOR_DIAGNOSIS,

@@ -12,6 +12,7 @@ from medvision.explain.overlay import (
     legend_lines,
     render_overlay,
 )
+from medvision.modality import FINDING_NAMES, all_findings
 
 
 def _image_and_heat() -> tuple[np.ndarray, np.ndarray]:
@@ -61,3 +62,9 @@ def test_colour_images_stay_in_colour_and_a_mismatched_heatmap_is_refused() -> N
         ValueError, match=r"heatmap \(64, 81\) does not match the image's \(64, 80\)"
     ):
         render_overlay(colour, np.zeros((64, 81)), ["x"])
+
+
+def test_every_finding_has_a_readable_name_in_the_legend() -> None:
+    assert legend_lines("referable_dr", 0.5, 0.2)[0].startswith("referable diabetic retinopathy:")
+    assert legend_lines("malignancy_left", 0.5, 0.2)[0].startswith("malignancy, left breast:")
+    assert set(FINDING_NAMES) == set(all_findings())
