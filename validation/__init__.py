@@ -1,5 +1,7 @@
 """The regulatory validation suite: protocols, per-subgroup statistics with CIs, the report.
 
-Built up issue by issue; so far :mod:`validation.auroc` (AUROC with DeLong's
-confidence interval).
+Built up step by step; so far the statistics: :mod:`validation.auroc` (AUROC with
+DeLong's confidence interval), :mod:`validation.binary` (sensitivity, specificity,
+PPV, NPV with Wilson or Clopper-Pearson intervals; PPV and NPV at an intended-use
+prevalence) and :mod:`validation.calibration` (calibration slope and intercepts).
 """
