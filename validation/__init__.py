@@ -3,5 +3,6 @@
 Built up step by step; so far the statistics: :mod:`validation.auroc` (AUROC with
 DeLong's confidence interval), :mod:`validation.binary` (sensitivity, specificity,
 PPV, NPV with Wilson or Clopper-Pearson intervals; PPV and NPV at an intended-use
-prevalence) and :mod:`validation.calibration` (calibration slope and intercepts).
+prevalence), :mod:`validation.calibration` (calibration slope and intercepts) and
+:mod:`validation.bootstrap` (percentile intervals that resample patients, not cases).
 """

@@ -1,0 +1,70 @@
+"""The cluster bootstrap: ordinary with one case per cluster, wider when patients repeat."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from validation.bootstrap import cluster_bootstrap
+
+
+def _sensitivity(scores: np.ndarray, labels: np.ndarray) -> float:
+    positives = labels == 1
+    return float(np.mean(scores[positives] >= 0.5)) if positives.any() else math.nan
+
+
+def _auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    return float(roc_auc_score(labels, scores)) if 0 < labels.sum() < labels.size else math.nan
+
+
+def _data(seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = (rng.random(size) < 0.4).astype(int)
+    return rng.normal(size=size) * 0.3 + 0.4 * labels + 0.3, labels
+
+
+def test_one_case_per_cluster_is_the_ordinary_bootstrap_drawn_the_same_way() -> None:
+    scores, labels = _data(0, 300)
+    result = cluster_bootstrap(_auroc, scores, labels, np.arange(300), resamples=500, seed=7)
+    rng = np.random.default_rng(7)
+    draws = [rng.integers(0, 300, 300) for _ in range(500)]
+    values = [_auroc(scores[d], labels[d]) for d in draws]
+    low, high = np.quantile(values, [0.025, 0.975])
+    assert result.ci_low == pytest.approx(low)
+    assert result.ci_high == pytest.approx(high)
+    assert result.value == pytest.approx(roc_auc_score(labels, scores))
+    assert (result.clusters, result.undefined) == (300, 0)
+
+
+def test_patients_counted_twice_widen_the_interval_back_to_the_patients_own() -> None:
+    scores, labels = _data(1, 400)
+    patients = np.arange(400)
+    once = cluster_bootstrap(_sensitivity, scores, labels, patients, resamples=1500, seed=1)
+    twice_scores, twice_labels = np.r_[scores, scores], np.r_[labels, labels]
+    naive = cluster_bootstrap(
+        _sensitivity, twice_scores, twice_labels, np.arange(800), resamples=1500, seed=1
+    )
+    clustered = cluster_bootstrap(
+        _sensitivity, twice_scores, twice_labels, np.r_[patients, patients], resamples=1500, seed=1
+    )
+    width = once.ci_high - once.ci_low
+    # Duplicated cases look like twice the data to a case bootstrap (width / sqrt 2) ...
+    assert naive.ci_high - naive.ci_low == pytest.approx(width / math.sqrt(2), rel=0.15)
+    # ... but not to the cluster bootstrap, which sees 400 patients.
+    assert clustered.ci_high - clustered.ci_low == pytest.approx(width, rel=0.1)
+    assert clustered.clusters == 400
+
+
+def test_undefined_resamples_are_counted_and_bad_input_refused() -> None:
+    labels = np.array([1, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+    result = cluster_bootstrap(_sensitivity, np.full(10, 0.7), labels, np.arange(10), resamples=200)
+    assert 0 < result.undefined < 200  # resamples without the one positive case
+    with pytest.raises(ValueError, match="3 scores, 2 labels and 3 cluster identifiers"):
+        cluster_bootstrap(_auroc, [0.1, 0.2, 0.3], [0, 1], [1, 2, 3])
+    with pytest.raises(ValueError, match="undefined on every bootstrap resample"):
+        cluster_bootstrap(_sensitivity, [0.1, 0.2], [0, 0], [1, 2], resamples=10)
+    with pytest.raises(ValueError, match="resamples must be at least 1"):
+        cluster_bootstrap(_sensitivity, [0.1], [1], [1], resamples=0)
