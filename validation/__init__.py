@@ -1,8 +1,11 @@
 """The regulatory validation suite: protocols, per-subgroup statistics with CIs, the report.
 
-Built up step by step; so far the statistics: :mod:`validation.auroc` (AUROC with
-DeLong's confidence interval), :mod:`validation.binary` (sensitivity, specificity,
-PPV, NPV with Wilson or Clopper-Pearson intervals; PPV and NPV at an intended-use
-prevalence), :mod:`validation.calibration` (calibration slope and intercepts) and
-:mod:`validation.bootstrap` (percentile intervals that resample patients, not cases).
+Built up step by step; so far the statistics:
+
+- :mod:`validation.auroc`: AUROC with DeLong's confidence interval;
+- :mod:`validation.binary`: sensitivity, specificity, PPV and NPV with Wilson or
+  Clopper-Pearson intervals, PPV and NPV at an intended-use prevalence, and a
+  subgroup's difference from the rest with Newcombe's interval;
+- :mod:`validation.calibration`: calibration slope and intercepts;
+- :mod:`validation.bootstrap`: percentile intervals that resample patients, not cases.
 """

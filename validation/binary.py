@@ -16,6 +16,10 @@ From the 2 x 2 table of flagged against the reference standard (TP, FP, TN, FN):
 
 A proportion with no trials (e.g. specificity with no negative case) has value NaN
 and the interval ``(0, 1)``: nothing was observed, so nothing is excluded.
+
+:func:`proportion_difference` compares two independent proportions (a subgroup's
+sensitivity against the rest's) with Newcombe's hybrid score interval (Newcombe
+1998, method 10), built from the two Wilson intervals.
 """
 
 from __future__ import annotations
@@ -154,3 +158,27 @@ def binary_metrics(
                 rule(sensitivity.ci_high, specificity.ci_high, intended_prevalence),
             )
     return metrics
+
+
+def proportion_difference(
+    successes: int,
+    trials: int,
+    other_successes: int,
+    other_trials: int,
+    confidence: float = 0.95,
+) -> Estimate:
+    """Return ``p1 - p2`` of two independent proportions with Newcombe's hybrid score interval.
+
+    ``p1 = successes / trials`` (e.g. a subgroup), ``p2 = other_successes /
+    other_trials`` (e.g. the rest). NaN with the interval ``(-1, 1)`` when either has
+    no trials.
+    """
+    if trials == 0 or other_trials == 0:
+        return Estimate(math.nan, -1.0, 1.0)
+    p1, p2 = successes / trials, other_successes / other_trials
+    low1, high1 = wilson_interval(successes, trials, confidence)
+    low2, high2 = wilson_interval(other_successes, other_trials, confidence)
+    difference = p1 - p2
+    below = math.sqrt((p1 - low1) ** 2 + (high2 - p2) ** 2)
+    above = math.sqrt((high1 - p1) ** 2 + (p2 - low2) ** 2)
+    return Estimate(difference, difference - below, difference + above)

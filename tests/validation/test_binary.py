@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from statsmodels.stats.proportion import proportion_confint
+from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint
 
 from validation.binary import (
     ConfusionCounts,
@@ -13,6 +13,7 @@ from validation.binary import (
     binary_metrics,
     confusion_counts,
     proportion,
+    proportion_difference,
 )
 
 
@@ -79,3 +80,18 @@ def test_a_proportion_without_trials_is_nan_and_excludes_nothing() -> None:
     )
     with pytest.raises(ValueError, match="Did you mean 'wilson'"):
         proportion(1, 2, "wilsn")
+
+
+@pytest.mark.parametrize(
+    ("a", "n", "b", "m"), [(45, 50, 170, 200), (12, 30, 90, 100), (0, 10, 5, 40), (10, 10, 7, 9)]
+)
+def test_the_difference_of_two_proportions_has_newcombe_s_interval_as_statsmodels(
+    a: int, n: int, b: int, m: int
+) -> None:
+    estimate = proportion_difference(a, n, b, m)
+    low, high = confint_proportions_2indep(a, n, b, m, method="newcomb", compare="diff")
+    assert estimate.value == pytest.approx(a / n - b / m, abs=1e-12)
+    assert estimate.ci_low == pytest.approx(low, abs=1e-9)
+    assert estimate.ci_high == pytest.approx(high, abs=1e-9)
+    missing = proportion_difference(1, 0, 3, 4)
+    assert math.isnan(missing.value) and (missing.ci_low, missing.ci_high) == (-1.0, 1.0)
