@@ -7,5 +7,8 @@ Built up step by step; so far the statistics:
   Clopper-Pearson intervals, PPV and NPV at an intended-use prevalence, and a
   subgroup's difference from the rest with Newcombe's interval;
 - :mod:`validation.calibration`: calibration slope and intercepts;
-- :mod:`validation.bootstrap`: percentile intervals that resample patients, not cases.
+- :mod:`validation.bootstrap`: percentile intervals that resample patients, not cases;
+
+and :mod:`validation.protocol`, the pre-specified protocol file (YAML), checked
+key by key, with examples for all four modalities in ``validation/protocols/``.
 """
