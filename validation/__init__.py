@@ -9,6 +9,10 @@ Built up step by step; so far the statistics:
 - :mod:`validation.calibration`: calibration slope and intercepts;
 - :mod:`validation.bootstrap`: percentile intervals that resample patients, not cases;
 
-and :mod:`validation.protocol`, the pre-specified protocol file (YAML), checked
-key by key, with examples for all four modalities in ``validation/protocols/``.
+:mod:`validation.protocol`, the pre-specified protocol file (YAML), checked key by
+key, with examples for all four modalities in ``validation/protocols/``; and
+:mod:`validation.subgroups`, which computes every figure overall and per subgroup
+and intersection, with acceptance per criterion. Still to come: reading
+``medvision predict`` CSVs against a manifest, the report (JSON, HTML, PDF) and
+``medvision validate``.
 """

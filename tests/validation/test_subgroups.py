@@ -1,0 +1,134 @@
+"""Per-subgroup figures equal independent computations; weak groups fail, small ones wait."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import recall_score, roc_auc_score
+from statsmodels.stats.proportion import proportion_confint
+
+from validation.protocol import parse_protocol
+from validation.subgroups import OVERALL, UNKNOWN, Case, Verdict, age_band, evaluate
+
+PROTOCOL = """
+name: test
+modality: cxr
+finding: nodule
+subgroups: [site, manufacturer_model, age_band]
+age_bands: [40, 65]
+intersections: [[site, manufacturer_model]]
+minimum_subgroup_size: 30
+intended_use_prevalence: 0.1
+acceptance:
+  sensitivity_lower_ci_min: 0.7
+  specificity_lower_ci_min: 0.7
+  auroc_lower_ci_min: 0.8
+"""
+
+
+def _cases(seed: int = 0, size: int = 1500) -> list[Case]:
+    rng = np.random.default_rng(seed)
+    cases = []
+    for index in range(size):
+        site = ["A", "B", "C"][index % 3]
+        device = "weak" if rng.random() < 0.3 else "good"
+        label = int(rng.random() < 0.3)
+        signal = 0.6 if device == "weak" else 3.0  # the weak device shows lesions faintly
+        score = 1 / (1 + np.exp(-(rng.normal() + signal * (label - 0.5))))
+        age = None if index % 50 == 0 else int(rng.integers(20, 90))
+        cases.append(
+            Case(
+                study_instance_uid=str(index),
+                label=label,
+                probability=float(score),
+                flagged=int(score >= 0.5),
+                attributes={"site": site, "manufacturer_model": device, "age": age},
+            )
+        )
+    return cases
+
+
+def test_every_group_equals_an_independent_computation() -> None:
+    cases = _cases()
+    groups = evaluate(cases, parse_protocol(PROTOCOL))
+    labels = np.array([c.label for c in cases])
+    flagged = np.array([c.flagged for c in cases])
+    scores = np.array([c.probability for c in cases])
+    sites = np.array([c.attributes["site"] for c in cases])
+    assert [(g.column, g.value) for g in groups][:4] == [
+        (OVERALL, "all"),
+        ("site", "A"),
+        ("site", "B"),
+        ("site", "C"),
+    ]
+    for group in groups:
+        if group.column == OVERALL:
+            members = np.ones(len(cases), dtype=bool)
+        elif group.column == "site":
+            members = sites == group.value
+        else:
+            continue
+        y, d, p = labels[members], flagged[members], scores[members]
+        assert group.n == members.sum()
+        assert group.metrics["sensitivity"].value == pytest.approx(recall_score(y, d), abs=1e-12)
+        assert group.metrics["specificity"].value == pytest.approx(
+            recall_score(1 - y, 1 - d), abs=1e-12
+        )
+        low, high = proportion_confint(
+            int(((d == 1) & (y == 1)).sum()), int(y.sum()), method="wilson"
+        )
+        assert group.metrics["sensitivity"].ci_low == pytest.approx(low, abs=1e-9)
+        assert group.metrics["sensitivity"].ci_high == pytest.approx(high, abs=1e-9)
+        assert group.metrics["auroc"].value == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+        assert "ppv_at_intended_prevalence" in group.metrics
+
+
+def test_the_weak_device_fails_and_its_difference_from_the_rest_excludes_zero() -> None:
+    groups = evaluate(_cases(), parse_protocol(PROTOCOL))
+    by_key = {(g.column, g.value): g for g in groups}
+    weak, good = by_key[("manufacturer_model", "weak")], by_key[("manufacturer_model", "good")]
+    assert weak.acceptance["sensitivity_lower_ci_min"] == Verdict.FAIL
+    assert good.acceptance["sensitivity_lower_ci_min"] == Verdict.PASS
+    assert weak.differences["sensitivity"].ci_high < 0.0  # clearly worse than the rest
+    assert "sensitivity_lower_ci_min" in weak.failed
+    assert ("site x manufacturer_model", "A x weak") in by_key
+
+
+def test_small_groups_are_not_judged_and_missing_attributes_are_a_group() -> None:
+    groups = evaluate(_cases(), parse_protocol(PROTOCOL))
+    unknown = next(g for g in groups if g.column == "age_band" and g.value == UNKNOWN)
+    assert unknown.n == 30  # every 50th case has no age
+    assert sum(g.n for g in groups if g.column == "age_band") == 1500
+    tiny = evaluate(_cases(size=20), parse_protocol(PROTOCOL))
+    assert all(g.underpowered for g in tiny)
+    assert all(v == Verdict.NOT_JUDGED for g in tiny for v in g.acceptance.values())
+
+
+def test_age_bands_name_their_limits() -> None:
+    assert [age_band(a, (40, 65)) for a in (12, 40, 64, 65, 99, None)] == [
+        "<40",
+        "40-64",
+        "40-64",
+        "65+",
+        "65+",
+        UNKNOWN,
+    ]
+
+
+def test_a_group_with_one_class_has_no_auroc_and_no_verdict_on_it() -> None:
+    cases = [Case(str(i), 1, 0.9, 1, {"site": "A"}) for i in range(40)]
+    cases += [
+        Case(str(i + 40), i % 2, 0.2 + 0.5 * (i % 2), i % 2, {"site": "B"}) for i in range(40)
+    ]
+    groups = evaluate(
+        cases,
+        parse_protocol(PROTOCOL.replace("age_band]", "]").replace("age_bands: [40, 65]\n", "")),
+    )
+    site_a = next(g for g in groups if g.value == "A")
+    assert math.isnan(site_a.metrics["auroc"].value)
+    assert site_a.acceptance["auroc_lower_ci_min"] == Verdict.NOT_JUDGED
+    assert site_a.acceptance["specificity_lower_ci_min"] == Verdict.NOT_JUDGED
+    with pytest.raises(ValueError, match="no case"):
+        evaluate([], parse_protocol(PROTOCOL))

@@ -1,0 +1,192 @@
+"""Every figure of a protocol, overall and for every subgroup, with acceptance per criterion.
+
+Input: one :class:`Case` per study (reference label, calibrated probability, the
+decision at the protocol's threshold, and the study's attributes). For the whole
+set and for each value of each subgroup column of the protocol (and each
+combination of an intersection, e.g. site x device):
+
+- n, positives, prevalence and the 2 x 2 table;
+- sensitivity, specificity, PPV, NPV with the protocol's interval method
+  (:func:`validation.binary.binary_metrics`), PPV and NPV at the intended-use
+  prevalence when the protocol states one;
+- AUROC with DeLong's interval (:func:`validation.auroc.delong_auroc`), where the
+  group has both classes;
+- for a subgroup, its sensitivity and specificity minus those of the rest of the
+  set, with Newcombe's interval (:func:`validation.binary.proportion_difference`);
+- each acceptance criterion ``<figure>_lower_ci_min: bound`` passes when the
+  figure's lower interval bound is at least the bound. A subgroup with fewer cases
+  than ``minimum_subgroup_size`` (or no case of a class the figure needs) is
+  **underpowered**: its criteria are "not judged", never passed — an interval
+  from a handful of cases cannot show equivalence.
+
+Age is grouped into the protocol's ``age_bands`` (``[18, 40, 65]`` gives
+``<18``, ``18-39``, ``40-64``, ``65+``); a missing attribute is its own group,
+``unknown``, so that no case is silently dropped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+from numpy.typing import NDArray
+
+from validation.auroc import delong_auroc
+from validation.binary import (
+    ConfusionCounts,
+    Estimate,
+    binary_metrics,
+    confusion_counts,
+    proportion_difference,
+)
+from validation.protocol import Protocol
+
+#: The value of a missing attribute.
+UNKNOWN = "unknown"
+#: The column name of the whole set.
+OVERALL = "overall"
+
+
+class Verdict(StrEnum):
+    """The outcome of one acceptance criterion for one group."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    NOT_JUDGED = "not judged"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One study of the validation set, as the suite needs it."""
+
+    study_instance_uid: str
+    label: int
+    probability: float
+    flagged: int
+    attributes: Mapping[str, str | int | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GroupFigures:
+    """The figures of one group (the whole set, a subgroup, or an intersection)."""
+
+    column: str
+    value: str
+    counts: ConfusionCounts
+    metrics: dict[str, Estimate]
+    differences: dict[str, Estimate]
+    underpowered: bool
+    acceptance: dict[str, Verdict]
+
+    @property
+    def n(self) -> int:
+        """Cases in the group."""
+        return self.counts.n
+
+    @property
+    def failed(self) -> list[str]:
+        """The criteria this group fails."""
+        return [name for name, verdict in self.acceptance.items() if verdict == Verdict.FAIL]
+
+
+def age_band(age: int | None, bands: Sequence[int]) -> str:
+    """Return the band of ``age`` among ``bands`` (whole years), or :data:`UNKNOWN`."""
+    if age is None:
+        return UNKNOWN
+    if age < bands[0]:
+        return f"<{bands[0]}"
+    for low, high in itertools.pairwise(bands):
+        if low <= age < high:
+            return f"{low}-{high - 1}"
+    return f"{bands[-1]}+"
+
+
+def group_value(case: Case, column: str, protocol: Protocol) -> str:
+    """Return the case's value of a subgroup column (``age_band`` derived from ``age``)."""
+    if column == "age_band":
+        age = case.attributes.get("age")
+        return age_band(int(age) if age not in (None, "") else None, protocol.age_bands)
+    value = case.attributes.get(column)
+    return UNKNOWN if value in (None, "") else str(value)
+
+
+@dataclass(frozen=True)
+class _Columns:
+    labels: NDArray[np.int64]
+    flagged: NDArray[np.int64]
+    probabilities: NDArray[np.float64]
+
+
+def _figures(
+    column: str,
+    value: str,
+    members: NDArray[np.bool_],
+    data: _Columns,
+    protocol: Protocol,
+) -> GroupFigures:
+    labels, flagged, probabilities = data.labels, data.flagged, data.probabilities
+    counts = confusion_counts(flagged[members], labels[members])
+    metrics = binary_metrics(
+        counts, protocol.interval_method, protocol.confidence, protocol.intended_use_prevalence
+    )
+    group_labels = labels[members]
+    if 0 < group_labels.sum() < group_labels.size:
+        auroc = delong_auroc(probabilities[members], group_labels, protocol.confidence)
+        metrics["auroc"] = Estimate(auroc.value, auroc.ci_low, auroc.ci_high)
+    else:
+        metrics["auroc"] = Estimate(math.nan, 0.0, 1.0)
+    differences: dict[str, Estimate] = {}
+    if column != OVERALL:
+        rest = confusion_counts(flagged[~members], labels[~members])
+        differences["sensitivity"] = proportion_difference(
+            counts.tp, counts.tp + counts.fn, rest.tp, rest.tp + rest.fn, protocol.confidence
+        )
+        differences["specificity"] = proportion_difference(
+            counts.tn, counts.tn + counts.fp, rest.tn, rest.tn + rest.fp, protocol.confidence
+        )
+    underpowered = counts.n < protocol.minimum_subgroup_size
+    acceptance: dict[str, Verdict] = {}
+    for criterion, bound in protocol.acceptance.items():
+        figure = metrics[criterion.removesuffix("_lower_ci_min")]
+        if underpowered or math.isnan(figure.value):
+            acceptance[criterion] = Verdict.NOT_JUDGED
+        else:
+            acceptance[criterion] = Verdict.PASS if figure.ci_low >= bound else Verdict.FAIL
+    return GroupFigures(column, value, counts, metrics, differences, underpowered, acceptance)
+
+
+def evaluate(cases: Sequence[Case], protocol: Protocol) -> list[GroupFigures]:
+    """Return the figures of the whole set, then of every subgroup and intersection.
+
+    Subgroups come in the protocol's column order, values sorted; intersections
+    after them, named like ``site x manufacturer_model`` with values joined by
+    `` x ``.
+
+    Raises
+    ------
+    ValueError
+        If there is no case.
+    """
+    if not cases:
+        raise ValueError("the validation set has no case")
+    data = _Columns(
+        labels=np.array([c.label for c in cases], dtype=np.int64),
+        flagged=np.array([c.flagged for c in cases], dtype=np.int64),
+        probabilities=np.array([c.probability for c in cases], dtype=np.float64),
+    )
+    everyone = np.ones(len(cases), dtype=bool)
+    results = [_figures(OVERALL, "all", everyone, data, protocol)]
+    columns = [(column,) for column in protocol.subgroups] + list(protocol.intersections)
+    for group in columns:
+        keys = [
+            " x ".join(group_value(case, column, protocol) for column in group) for case in cases
+        ]
+        name = " x ".join(group)
+        key_array = np.array(keys, dtype=object)
+        for value in sorted(set(keys)):
+            results.append(_figures(name, value, key_array == value, data, protocol))
+    return results
