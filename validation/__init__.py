@@ -12,7 +12,8 @@ Built up step by step; so far the statistics:
 :mod:`validation.protocol`, the pre-specified protocol file (YAML), checked key by
 key, with examples for all four modalities in ``validation/protocols/``; and
 :mod:`validation.subgroups`, which computes every figure overall and per subgroup
-and intersection, with acceptance per criterion. Still to come: reading
-``medvision predict`` CSVs against a manifest, the report (JSON, HTML, PDF) and
-``medvision validate``.
+and intersection, with acceptance per criterion; and :mod:`validation.inputs`,
+which joins a predictions CSV to the manifest and reports every mismatch. Still
+to come: the report (JSON, HTML, PDF), ``medvision validate`` and the speed
+benchmark.
 """
