@@ -351,6 +351,54 @@ def _explain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _validate(args: argparse.Namespace) -> int:
+    from medvision.data.manifest import ManifestError
+    from medvision.models.registry import sha256_of
+    from validation.inputs import PredictionsError, load_inputs
+    from validation.protocol import ProtocolError, load_protocol
+    from validation.report import build_report, write_report_json
+    from validation.subgroups import Verdict, evaluate
+
+    for option, path in (("--predictions", args.predictions), ("--manifest", args.manifest)):
+        if not path.is_file():
+            raise UsageError(f"{option}: {path} does not exist")
+    try:
+        protocol = load_protocol(args.protocol)
+        inputs = load_inputs(args.predictions, args.manifest, protocol)
+    except (ProtocolError, PredictionsError, ManifestError) as error:
+        raise UsageError(str(error)) from None
+    for problem in inputs.problems:
+        print(f"input: {problem}", file=sys.stderr)
+    if not inputs.cases:
+        raise UsageError(
+            f"no case of {protocol.modality.value} {protocol.finding} with both a prediction "
+            "and a reference label (input problems above)"
+        )
+    groups = evaluate(inputs.cases, protocol)
+    report = build_report(
+        groups,
+        inputs,
+        protocol,
+        predictions_sha256=sha256_of(args.predictions),
+        manifest_sha256=sha256_of(args.manifest),
+    )
+    write_report_json(report, args.out / "report.json")
+    failures = report["acceptance"]["failures"]
+    for failure in failures:
+        print(
+            f"FAIL {failure['column']} = {failure['value']}: {failure['criterion']} "
+            f"(lower bound {failure['ci_low']:.3f} < {failure['bound']:.3f})"
+        )
+    verdicts = [v for g in groups for v in g.acceptance.values()]
+    not_judged = sum(v == Verdict.NOT_JUDGED for v in verdicts)
+    print(
+        f"{protocol.name}: {len(inputs.cases)} cases, {len(groups)} groups, "
+        f"{len(failures)} of {len(verdicts)} criteria failing, {not_judged} not judged "
+        f"(too few cases); wrote {args.out / 'report.json'}"
+    )
+    return EXIT_OK if not failures else EXIT_FAILURE
+
+
 def _calibrate(args: argparse.Namespace) -> int:
     from medvision.calibration.recalibration import recalibrate
     from medvision.calibration.report import format_calibration_table
@@ -596,6 +644,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     calibrate.add_argument("--no-progress", action="store_true", help="hide progress bars")
     calibrate.set_defaults(handler=_calibrate)
+
+    validate = commands.add_parser(
+        "validate",
+        help="compute a validation protocol's figures from predictions and a manifest",
+        description="Join a predictions CSV (medvision predict's, or another system's in the "
+        "same columns) to a labelled manifest, compute every figure of the protocol overall "
+        "and per subgroup, and write DIR/report.json (see docs/validation.md). Exit status 0: "
+        "every acceptance criterion passed; 1: the report was written and a criterion failed.",
+    )
+    validate.add_argument("--predictions", type=Path, required=True, help="predictions CSV")
+    validate.add_argument("--manifest", type=Path, required=True, help="labelled manifest CSV")
+    validate.add_argument("--protocol", type=Path, required=True, help="protocol YAML")
+    validate.add_argument("--out", type=Path, required=True, help="folder for report.json")
+    validate.set_defaults(handler=_validate)
     return parser
 
 

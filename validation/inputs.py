@@ -104,7 +104,8 @@ def _parsed(row: dict[str, str]) -> tuple[float, float, int] | None:
     return probability, threshold, int(row["flagged"])
 
 
-def _attributes(row: ManifestRow) -> dict[str, str | int | None]:
+def manifest_attributes(row: ManifestRow) -> dict[str, str | int | None]:
+    """Return the attributes subgroups are formed from: site, device, demographics, extras."""
     return {
         "site": row.site,
         "manufacturer": row.manufacturer,
@@ -203,7 +204,7 @@ def join_inputs(
         if protocol.threshold != FROM_REGISTRY:
             flagged = int(probability >= float(protocol.threshold))
         label = study.labels[protocol.finding]
-        cases.append(Case(uid, label, probability, flagged, _attributes(study)))
+        cases.append(Case(uid, label, probability, flagged, manifest_attributes(study)))
     if not_analysed:
         problems.append(
             InputProblem(

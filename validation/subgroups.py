@@ -15,9 +15,11 @@ combination of an intersection, e.g. site x device):
   set, with Newcombe's interval (:func:`validation.binary.proportion_difference`);
 - each acceptance criterion ``<figure>_lower_ci_min: bound`` passes when the
   figure's lower interval bound is at least the bound. A subgroup with fewer cases
-  than ``minimum_subgroup_size`` (or no case of a class the figure needs) is
-  **underpowered**: its criteria are "not judged", never passed — an interval
-  from a handful of cases cannot show equivalence.
+  than ``minimum_subgroup_size`` is **underpowered**, and a criterion whose figure
+  rests on fewer cases than that (sensitivity on the cases with the finding,
+  specificity on those without, PPV on the flagged, NPV on the unflagged) is "not
+  judged": never passed — an interval from a handful of cases cannot show
+  equivalence — and never failed for want of cases alone.
 
 Age is grouped into the protocol's ``age_bands`` (``[18, 40, 65]`` gives
 ``<18``, ``18-39``, ``40-64``, ``65+``); a missing attribute is its own group,
@@ -149,10 +151,19 @@ def _figures(
             counts.tn, counts.tn + counts.fp, rest.tn, rest.tn + rest.fp, protocol.confidence
         )
     underpowered = counts.n < protocol.minimum_subgroup_size
+    denominators = {
+        "sensitivity": counts.tp + counts.fn,
+        "specificity": counts.tn + counts.fp,
+        "ppv": counts.tp + counts.fp,
+        "npv": counts.tn + counts.fn,
+        "auroc": counts.n,
+    }
     acceptance: dict[str, Verdict] = {}
     for criterion, bound in protocol.acceptance.items():
-        figure = metrics[criterion.removesuffix("_lower_ci_min")]
-        if underpowered or math.isnan(figure.value):
+        name = criterion.removesuffix("_lower_ci_min")
+        figure = metrics[name]
+        too_few = denominators[name] < protocol.minimum_subgroup_size
+        if underpowered or too_few or math.isnan(figure.value):
             acceptance[criterion] = Verdict.NOT_JUDGED
         else:
             acceptance[criterion] = Verdict.PASS if figure.ci_low >= bound else Verdict.FAIL

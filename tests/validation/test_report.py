@@ -1,0 +1,161 @@
+"""report.json: each subgroup's numbers equal statsmodels and scikit-learn; weak device first."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+from statsmodels.stats.proportion import proportion_confint
+
+from medvision.cli import main
+from medvision.data.manifest import ManifestRow, write_manifest
+from medvision.modality import Modality
+from validation.inputs import ValidationInputs
+from validation.protocol import parse_protocol
+from validation.report import build_report, write_report_json
+from validation.subgroups import Case, evaluate
+
+PROTOCOL = """
+name: report test
+modality: cxr
+finding: nodule
+subgroups: [site, manufacturer_model]
+minimum_subgroup_size: 30
+acceptance:
+  sensitivity_lower_ci_min: 0.75
+  specificity_lower_ci_min: 0.75
+"""
+
+
+def _rows_and_scores(seed: int = 0, size: int = 900) -> tuple[list[ManifestRow], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    rows, scores = [], []
+    for index in range(size):
+        device = ["Aquila DR-9", "Borealis Flat 4", "Cygnus CR-200"][index % 3]
+        label = int(rng.random() < 0.4)
+        strength = 0.5 if device == "Borealis Flat 4" else 3.5
+        scores.append(1 / (1 + np.exp(-(rng.normal() + strength * (label - 0.5)))))
+        rows.append(
+            ManifestRow(
+                study_instance_uid=f"1.2.{index}",
+                modality=Modality.CXR,
+                path=Path(f"s{index}"),
+                site=["North", "River"][index % 2],
+                manufacturer_model=device,
+                patient_id=f"P{index}",
+                labels={"nodule": label},
+            )
+        )
+    return rows, np.array(scores)
+
+
+def _cases(rows: list[ManifestRow], scores: np.ndarray) -> list[Case]:
+    return [
+        Case(
+            row.study_instance_uid,
+            row.labels["nodule"],
+            float(p),
+            int(p >= 0.5),
+            {"site": row.site, "manufacturer_model": row.manufacturer_model},
+        )
+        for row, p in zip(rows, scores, strict=True)
+    ]
+
+
+def test_every_subgroup_s_numbers_equal_statsmodels_and_scikit_learn(tmp_path: Path) -> None:
+    rows, scores = _rows_and_scores()
+    protocol = parse_protocol(PROTOCOL)
+    cases = _cases(rows[:-10], scores[:-10])
+    inputs = ValidationInputs(cases, not_analysed=rows[-10:])
+    report = build_report(
+        evaluate(cases, protocol), inputs, protocol, predictions_sha256="a", manifest_sha256="b"
+    )
+    write_report_json(report, tmp_path / "report.json")
+    report = json.loads((tmp_path / "report.json").read_text())
+    labels = np.array([c.label for c in cases])
+    flagged = np.array([c.flagged for c in cases])
+    probabilities = np.array([c.probability for c in cases])
+    checked = 0
+    for column, values in report["subgroups"].items():
+        for value, group in values.items():
+            members = np.array([str(c.attributes[column]) == value for c in cases])
+            y, d = labels[members], flagged[members]
+            cells = {
+                "sensitivity": (((d == 1) & (y == 1)).sum(), (y == 1).sum()),
+                "specificity": (((d == 0) & (y == 0)).sum(), (y == 0).sum()),
+                "ppv": (((d == 1) & (y == 1)).sum(), (d == 1).sum()),
+                "npv": (((d == 0) & (y == 0)).sum(), (d == 0).sum()),
+            }
+            for name, (successes, trials) in cells.items():
+                low, high = proportion_confint(int(successes), int(trials), method="wilson")
+                figure = group["metrics"][name]
+                assert figure["value"] == pytest.approx(successes / trials, abs=1e-6)
+                assert figure["ci_low"] == pytest.approx(low, abs=1e-6)
+                assert figure["ci_high"] == pytest.approx(high, abs=1e-6)
+            auroc = roc_auc_score(y, probabilities[members])
+            assert group["metrics"]["auroc"]["value"] == pytest.approx(auroc, abs=1e-6)
+            assert group["n"] == members.sum()
+            checked += 1
+    assert checked == 5  # two sites, three devices
+    assert report["overall"]["not_analysed"] == 10
+    assert report["overall"]["not_analysed_share"] == pytest.approx(10 / 900)
+    assert sum(v["not_analysed"] for v in report["subgroups"]["site"].values()) == 10
+    first = report["acceptance"]["failures"][0]
+    assert (first["column"], first["value"]) == ("manufacturer_model", "Borealis Flat 4")
+    assert report["acceptance"]["passed"] is False
+    assert report["protocol"]["sha256"] == protocol.sha256
+    assert report["reproducibility"]["packages"]["numpy"] == np.__version__
+
+
+def _write_inputs(tmp_path: Path, rows: list[ManifestRow], scores: np.ndarray) -> tuple[Path, Path]:
+    manifest, predictions = tmp_path / "manifest.csv", tmp_path / "preds.csv"
+    write_manifest(rows, manifest)
+    with predictions.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["study_instance_uid", "finding", "probability", "threshold", "flagged"])
+        for row, p in zip(rows, scores, strict=True):
+            writer.writerow(
+                [row.study_instance_uid, "nodule", repr(float(p)), "0.5", int(p >= 0.5)]
+            )
+    return manifest, predictions
+
+
+def test_validate_writes_the_report_and_exits_1_when_a_criterion_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows, scores = _rows_and_scores()
+    manifest, predictions = _write_inputs(tmp_path, rows, scores)
+    protocol = tmp_path / "protocol.yaml"
+    protocol.write_text(PROTOCOL)
+    arguments = ["--predictions", str(predictions), "--manifest", str(manifest)]
+    code = main(["validate", *arguments, "--protocol", str(protocol), "--out", str(tmp_path / "r")])
+    assert code == 1
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("FAIL manufacturer_model = Borealis Flat 4: ")
+    assert (tmp_path / "r" / "report.json").is_file()
+    good = [replace(row, manufacturer_model="Aquila DR-9") for row in rows]
+    strong = np.array([0.95 if r.labels["nodule"] else 0.05 for r in rows])
+    manifest, predictions = _write_inputs(tmp_path, good, strong)
+    assert (
+        main(["validate", *arguments, "--protocol", str(protocol), "--out", str(tmp_path / "g")])
+        == 0
+    )
+
+
+def test_validate_names_a_bad_protocol_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows, scores = _rows_and_scores(size=60)
+    manifest, predictions = _write_inputs(tmp_path, rows, scores)
+    protocol = tmp_path / "protocol.yaml"
+    protocol.write_text(PROTOCOL.replace("minimum_subgroup_size", "minimum_size"))
+    arguments = ["--predictions", str(predictions), "--manifest", str(manifest)]
+    code = main(["validate", *arguments, "--protocol", str(protocol), "--out", str(tmp_path / "r")])
+    assert code == 2
+    assert "unknown key 'minimum_size'" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

@@ -1,0 +1,224 @@
+"""The validation report's data: ``report.json``, with every number of a run.
+
+Layout (every figure as ``{"value", "ci_low", "ci_high"}``; NaN written as ``null``)::
+
+    {
+      "format_version": 1,
+      "protocol": {... the protocol's fields, "sha256": ...},
+      "data": {"predictions_sha256", "manifest_sha256", "cases", "not_analysed"},
+      "overall": GROUP,
+      "subgroups": {column: {value: GROUP}},
+      "acceptance": {"passed": bool, "failures": [{column, value, criterion, ci_low, bound}]},
+      "input_problems": [{"kind", "count", "action", "where"}],
+      "reproducibility": {"packages": {...}, "python": ..., "seed": 0},
+      "warnings": [...]
+    }
+
+with GROUP = ``{n, positives, prevalence, tp, fp, tn, fn, not_analysed,
+not_analysed_share, underpowered, metrics: {...}, differences: {...},
+calibration: {ece, ece_bins, brier, slope, slope_intercept, intercept_in_the_large},
+acceptance: {criterion: "pass" | "fail" | "not judged"}}``.
+
+Failures are listed worst first: a failure of the whole set before any subgroup's,
+then the subgroups most clearly worse than the rest of the set (lowest upper bound
+of their difference from the rest, Newcombe's interval), then by how far the lower
+bound falls short. A small subgroup with a wide interval thus does not crowd out a
+large one that is reliably worse.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+from dataclasses import asdict
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medvision.calibration.metrics import brier_score, expected_calibration_error
+from validation.binary import Estimate
+from validation.calibration import calibration_line
+from validation.inputs import ValidationInputs, manifest_attributes
+from validation.protocol import Protocol
+from validation.subgroups import OVERALL, Case, GroupFigures, Verdict, group_value
+
+REPORT_FORMAT_VERSION = 1
+#: Equal-width bins of the reported ECE.
+ECE_BINS = 10
+#: Packages whose versions the reproducibility block records.
+PACKAGES = ("medvision", "numpy", "scipy", "scikit-learn", "torch", "monai", "pydicom")
+
+
+def _number(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def _estimate(estimate: Estimate) -> dict[str, float | None]:
+    return {
+        "value": _number(estimate.value),
+        "ci_low": _number(estimate.ci_low),
+        "ci_high": _number(estimate.ci_high),
+    }
+
+
+def _calibration(cases: list[Case]) -> dict[str, float | int | None]:
+    labels = np.array([c.label for c in cases])
+    probabilities = np.array([c.probability for c in cases])
+    result: dict[str, float | int | None] = {
+        "ece": _number(expected_calibration_error(probabilities, labels, ECE_BINS)),
+        "ece_bins": ECE_BINS,
+        "brier": _number(brier_score(probabilities, labels)),
+        "slope": None,
+        "slope_intercept": None,
+        "intercept_in_the_large": None,
+    }
+    if 0 < labels.sum() < labels.size:
+        try:
+            line = calibration_line(probabilities, labels)
+        except ValueError:
+            return result  # perfectly separated: no finite slope
+        result |= {
+            "slope": line.slope,
+            "slope_intercept": line.slope_intercept,
+            "intercept_in_the_large": line.intercept_in_the_large,
+        }
+    return result
+
+
+def _group(figures: GroupFigures, members: list[Case], not_analysed: int) -> dict[str, Any]:
+    counts = figures.counts
+    total = counts.n + not_analysed
+    return {
+        "n": counts.n,
+        "positives": counts.tp + counts.fn,
+        "prevalence": _number(counts.prevalence),
+        "tp": counts.tp,
+        "fp": counts.fp,
+        "tn": counts.tn,
+        "fn": counts.fn,
+        "not_analysed": not_analysed,
+        "not_analysed_share": not_analysed / total if total else None,
+        "underpowered": figures.underpowered,
+        "metrics": {name: _estimate(e) for name, e in figures.metrics.items()},
+        "differences": {name: _estimate(e) for name, e in figures.differences.items()},
+        "calibration": _calibration(members) if members else None,
+        "acceptance": {name: verdict.value for name, verdict in figures.acceptance.items()},
+    }
+
+
+def _failure_rank(failure: dict[str, Any]) -> tuple[int, float, float]:
+    """Return the sort key of a failure (see the module docstring: worst first)."""
+    if failure["column"] == OVERALL:
+        return (0, -math.inf, -float(failure["shortfall"]))
+    difference = failure["difference_from_rest"]
+    upper = difference["ci_high"] if difference and difference["ci_high"] is not None else math.inf
+    return (1, float(upper), -float(failure["shortfall"]))
+
+
+def _key(case_values: list[str]) -> str:
+    return " x ".join(case_values)
+
+
+def build_report(
+    groups: list[GroupFigures],
+    inputs: ValidationInputs,
+    protocol: Protocol,
+    *,
+    predictions_sha256: str,
+    manifest_sha256: str,
+) -> dict[str, Any]:
+    """Return the report's data (see the module docstring) from a run's figures."""
+    columns = [(c,) for c in protocol.subgroups] + list(protocol.intersections)
+    members: dict[tuple[str, str], list[Case]] = {(OVERALL, "all"): list(inputs.cases)}
+    missing: dict[tuple[str, str], int] = {(OVERALL, "all"): len(inputs.not_analysed)}
+    for group in columns:
+        name = " x ".join(group)
+        for case in inputs.cases:
+            value = _key([group_value(case, column, protocol) for column in group])
+            members.setdefault((name, value), []).append(case)
+        for row in inputs.not_analysed:
+            # Only its attributes count: a study not analysed has no prediction.
+            unscored = Case(row.study_instance_uid, 0, 0.0, 0, manifest_attributes(row))
+            value = _key([group_value(unscored, column, protocol) for column in group])
+            missing[(name, value)] = missing.get((name, value), 0) + 1
+    subgroups: dict[str, dict[str, Any]] = {}
+    overall: dict[str, Any] = {}
+    failures: list[dict[str, Any]] = []
+    warnings: list[str] = []
+    for figures in groups:
+        group_key = (figures.column, figures.value)
+        data = _group(figures, members.get(group_key, []), missing.get(group_key, 0))
+        if figures.column == OVERALL:
+            overall = data
+        else:
+            subgroups.setdefault(figures.column, {})[figures.value] = data
+        if figures.underpowered:
+            warnings.append(
+                f"{figures.column} = {figures.value}: {figures.n} cases, below the minimum of "
+                f"{protocol.minimum_subgroup_size}; its criteria are not judged"
+            )
+        for criterion, verdict in figures.acceptance.items():
+            if verdict == Verdict.FAIL:
+                figure = figures.metrics[criterion.removesuffix("_lower_ci_min")]
+                name = criterion.removesuffix("_lower_ci_min")
+                difference = figures.differences.get(name)
+                failures.append(
+                    {
+                        "column": figures.column,
+                        "value": figures.value,
+                        "criterion": criterion,
+                        "ci_low": figure.ci_low,
+                        "bound": protocol.acceptance[criterion],
+                        "shortfall": protocol.acceptance[criterion] - figure.ci_low,
+                        "difference_from_rest": None
+                        if difference is None
+                        else _estimate(difference),
+                    }
+                )
+    if inputs.not_analysed:
+        warnings.append(
+            f"{len(inputs.not_analysed)} studies of the manifest were not analysed "
+            "(see input_problems)"
+        )
+    failures.sort(key=_failure_rank)
+    protocol_fields = asdict(protocol)
+    protocol_fields["modality"] = protocol.modality.value
+    return {
+        "format_version": REPORT_FORMAT_VERSION,
+        "protocol": protocol_fields,
+        "data": {
+            "predictions_sha256": predictions_sha256,
+            "manifest_sha256": manifest_sha256,
+            "cases": len(inputs.cases),
+            "not_analysed": len(inputs.not_analysed),
+        },
+        "overall": overall,
+        "subgroups": subgroups,
+        "acceptance": {"passed": not failures, "failures": failures},
+        "input_problems": [
+            {"kind": p.kind.value, "count": len(p.where), "action": p.action, "where": p.where}
+            for p in inputs.problems
+        ],
+        "reproducibility": {
+            "packages": {name: _version(name) for name in PACKAGES},
+            "python": platform.python_version(),
+            "seed": 0,
+        },
+        "warnings": warnings,
+    }
+
+
+def _version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def write_report_json(report: dict[str, Any], path: Path) -> None:
+    """Write ``report`` as JSON (NaN never appears: missing figures are ``null``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
