@@ -42,7 +42,7 @@ for modality in "${modalities[@]}"; do
         cxr) bundle cxr 2000 101 --epochs 24 --learning-rate 1e-3 --loss bce --lesion-masks ;;
         fundus) bundle fundus 2000 102 --epochs 14 --learning-rate 1e-3 --loss bce ;;
         mammo) bundle mammo 1000 103 --epochs 12 --learning-rate 1e-3 --loss bce ;;
-        ct) bundle ct 300 104 --epochs 60 --learning-rate 3e-3 --batch-size 4 ;;
+        ct) bundle ct 300 104 --epochs 60 --learning-rate 1e-2 --batch-size 4 --workers 1 ;;
         *)
             echo "unknown modality '$modality': expected cxr, fundus, mammo or ct" >&2
             exit 2
