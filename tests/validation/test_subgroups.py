@@ -6,6 +6,12 @@ import math
 
 import numpy as np
 import pytest
+from fairlearn.metrics import (
+    MetricFrame,
+    selection_rate,
+    true_negative_rate,
+    true_positive_rate,
+)
 from sklearn.metrics import recall_score, roc_auc_score
 from statsmodels.stats.proportion import proportion_confint
 
@@ -132,3 +138,28 @@ def test_a_group_with_one_class_has_no_auroc_and_no_verdict_on_it() -> None:
     assert site_a.acceptance["specificity_lower_ci_min"] == Verdict.NOT_JUDGED
     with pytest.raises(ValueError, match="no case"):
         evaluate([], parse_protocol(PROTOCOL))
+
+
+def test_per_group_sensitivity_specificity_and_auroc_equal_fairlearn_s_metric_frame() -> None:
+    cases = _cases(seed=5)
+    groups = evaluate(cases, parse_protocol(PROTOCOL))
+    labels = np.array([c.label for c in cases])
+    flagged = np.array([c.flagged for c in cases])
+    devices = np.array([c.attributes["manufacturer_model"] for c in cases])
+    frame = MetricFrame(
+        metrics={
+            "sensitivity": true_positive_rate,
+            "specificity": true_negative_rate,
+            "selection": selection_rate,
+        },
+        y_true=labels,
+        y_pred=flagged,
+        sensitive_features=devices,
+    )
+    ours = {g.value: g for g in groups if g.column == "manufacturer_model"}
+    for device, row in frame.by_group.iterrows():
+        group = ours[str(device)]
+        assert group.metrics["sensitivity"].value == pytest.approx(row["sensitivity"], abs=1e-12)
+        assert group.metrics["specificity"].value == pytest.approx(row["specificity"], abs=1e-12)
+        flagged_share = (group.counts.tp + group.counts.fp) / group.n
+        assert flagged_share == pytest.approx(row["selection"], abs=1e-12)
