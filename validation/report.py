@@ -9,6 +9,7 @@ Layout (every figure as ``{"value", "ci_low", "ci_high"}``; NaN written as ``nul
       "overall": GROUP,
       "subgroups": {column: {value: GROUP}},
       "acceptance": {"passed": bool, "failures": [{column, value, criterion, ci_low, bound}]},
+      "operating_point_stability": {"target_sensitivity", "sites": {site: {n, threshold, ...}}},
       "input_problems": [{"kind", "count", "action", "where"}],
       "reproducibility": {"packages": {...}, "python": ..., "seed": 0},
       "warnings": [...]
@@ -39,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from medvision.calibration.metrics import brier_score, expected_calibration_error
+from medvision.calibration.operating_point import threshold_for_sensitivity
 from validation.binary import Estimate
 from validation.calibration import calibration_line
 from validation.inputs import ValidationInputs, manifest_attributes
@@ -107,6 +109,44 @@ def _group(figures: GroupFigures, members: list[Case], not_analysed: int) -> dic
         "calibration": _calibration(members) if members else None,
         "acceptance": {name: verdict.value for name, verdict in figures.acceptance.items()},
     }
+
+
+#: Sensitivity the per-site thresholds of the stability block are chosen to reach.
+STABILITY_TARGET_SENSITIVITY = 0.90
+
+
+def threshold_stability(cases: list[Case], confidence: float) -> dict[str, Any]:
+    """Return, per site, the threshold that would reach the target sensitivity there.
+
+    For each site with cases of both classes: the highest threshold on the
+    calibrated probability whose sensitivity at that site reaches
+    :data:`STABILITY_TARGET_SENSITIVITY`
+    (:func:`medvision.calibration.operating_point.threshold_for_sensitivity`), with
+    the site's specificity there. A site whose threshold lies far from the
+    protocol's says that one operating point does not serve every site alike.
+    """
+    sites: dict[str, list[Case]] = {}
+    for case in cases:
+        sites.setdefault(str(case.attributes.get("site") or "unknown"), []).append(case)
+    result: dict[str, Any] = {"target_sensitivity": STABILITY_TARGET_SENSITIVITY, "sites": {}}
+    for site, members in sorted(sites.items()):
+        labels = [c.label for c in members]
+        if 0 < sum(labels) < len(labels):
+            point = threshold_for_sensitivity(
+                [c.probability for c in members],
+                labels,
+                STABILITY_TARGET_SENSITIVITY,
+                confidence,
+            )
+            result["sites"][site] = {
+                "n": len(members),
+                "threshold": point.threshold,
+                "sensitivity": point.sensitivity,
+                "specificity": point.specificity,
+            }
+        else:
+            result["sites"][site] = {"n": len(members), "threshold": None}
+    return result
 
 
 def _failure_rank(failure: dict[str, Any]) -> tuple[int, float, float]:
@@ -198,6 +238,7 @@ def build_report(
         "overall": overall,
         "subgroups": subgroups,
         "acceptance": {"passed": not failures, "failures": failures},
+        "operating_point_stability": threshold_stability(inputs.cases, protocol.confidence),
         "input_problems": [
             {"kind": p.kind.value, "count": len(p.where), "action": p.action, "where": p.where}
             for p in inputs.problems

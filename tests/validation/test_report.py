@@ -109,6 +109,15 @@ def test_every_subgroup_s_numbers_equal_statsmodels_and_scikit_learn(tmp_path: P
     assert (first["column"], first["value"]) == ("manufacturer_model", "Borealis Flat 4")
     assert report["acceptance"]["passed"] is False
     assert report["protocol"]["sha256"] == protocol.sha256
+    stability = report["operating_point_stability"]
+    assert set(stability["sites"]) == {"North", "River"}
+    for site, point in stability["sites"].items():
+        members = np.array([c.attributes["site"] == site for c in cases])
+        positives = np.sort(probabilities[members & (labels == 1)])[::-1]
+        reached = np.mean(positives >= point["threshold"])
+        assert reached >= 0.9  # the threshold reaches the target at that site ...
+        higher = positives[positives > point["threshold"]]
+        assert len(higher) / len(positives) < 0.9  # ... and no higher one does
     assert report["reproducibility"]["packages"]["numpy"] == np.__version__
 
 
