@@ -356,6 +356,7 @@ def _validate(args: argparse.Namespace) -> int:
     from medvision.models.registry import sha256_of
     from validation.inputs import PredictionsError, load_inputs
     from validation.protocol import ProtocolError, load_protocol
+    from validation.render import write_html, write_pdf
     from validation.report import build_report, write_report_json
     from validation.subgroups import Verdict, evaluate
 
@@ -383,6 +384,8 @@ def _validate(args: argparse.Namespace) -> int:
         manifest_sha256=sha256_of(args.manifest),
     )
     write_report_json(report, args.out / "report.json")
+    write_html(report, inputs.cases, args.out / "report.html")
+    write_pdf(report, inputs.cases, args.out / "report.pdf")
     failures = report["acceptance"]["failures"]
     for failure in failures:
         print(
@@ -394,7 +397,7 @@ def _validate(args: argparse.Namespace) -> int:
     print(
         f"{protocol.name}: {len(inputs.cases)} cases, {len(groups)} groups, "
         f"{len(failures)} of {len(verdicts)} criteria failing, {not_judged} not judged "
-        f"(too few cases); wrote {args.out / 'report.json'}"
+        f"(too few cases); wrote report.json, report.html and report.pdf to {args.out}"
     )
     return EXIT_OK if not failures else EXIT_FAILURE
 
@@ -650,13 +653,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="compute a validation protocol's figures from predictions and a manifest",
         description="Join a predictions CSV (medvision predict's, or another system's in the "
         "same columns) to a labelled manifest, compute every figure of the protocol overall "
-        "and per subgroup, and write DIR/report.json (see docs/validation.md). Exit status 0: "
+        "and per subgroup, and write DIR/report.json, report.html and report.pdf (see "
+        "docs/validation.md). Exit status 0: "
         "every acceptance criterion passed; 1: the report was written and a criterion failed.",
     )
     validate.add_argument("--predictions", type=Path, required=True, help="predictions CSV")
     validate.add_argument("--manifest", type=Path, required=True, help="labelled manifest CSV")
     validate.add_argument("--protocol", type=Path, required=True, help="protocol YAML")
-    validate.add_argument("--out", type=Path, required=True, help="folder for report.json")
+    validate.add_argument("--out", type=Path, required=True, help="folder for the report files")
     validate.set_defaults(handler=_validate)
     return parser
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -147,6 +148,15 @@ def test_validate_writes_the_report_and_exits_1_when_a_criterion_fails(
     out = capsys.readouterr().out
     assert out.splitlines()[0].startswith("FAIL manufacturer_model = Borealis Flat 4: ")
     assert (tmp_path / "r" / "report.json").is_file()
+    page = (tmp_path / "r" / "report.html").read_text()
+    summary = page[page.index('<div class="summary fail">') :]
+    assert summary.index("FAIL manufacturer_model = Borealis Flat 4") < summary.index("</div>")
+    assert page.count('<tr class="fail">') >= 1
+    assert page.count('src="data:image/png;base64,') == 4
+    assert "not for clinical use" in page
+    pdf = (tmp_path / "r" / "report.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF")
+    assert len(re.findall(rb"/Type /Page\b(?!s)", pdf)) == 6
     good = [replace(row, manufacturer_model="Aquila DR-9") for row in rows]
     strong = np.array([0.95 if r.labels["nodule"] else 0.05 for r in rows])
     manifest, predictions = _write_inputs(tmp_path, good, strong)
