@@ -5,7 +5,9 @@ a logistic model) spread over subgroup columns with 10 values in all (4 sites, 4
 devices, 2 sexes), one site x device intersection, and times
 :func:`validation.subgroups.evaluate` with every figure and interval: the 2 x 2
 tables, Wilson intervals, PPV and NPV at an intended-use prevalence, DeLong AUROC
-intervals, Newcombe differences from the rest, and acceptance. Usage::
+intervals, Newcombe differences from the rest, and acceptance; then the report
+(:func:`validation.report.build_report`, with calibration per group) and its HTML
+and PDF renderings (into a temporary folder). Usage::
 
     python benchmarks/validation_speed.py [--cases 100000] [--seed 0]
 """
@@ -13,11 +15,16 @@ intervals, Newcombe differences from the rest, and acceptance. Usage::
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
+from validation.inputs import ValidationInputs
 from validation.protocol import parse_protocol
+from validation.render import write_html, write_pdf
+from validation.report import build_report, write_report_json
 from validation.subgroups import Case, evaluate
 
 PROTOCOL = """
@@ -58,12 +65,23 @@ def main() -> None:
         for i in range(args.cases)
     ]
     built = time.perf_counter()
-    groups = evaluate(cases, parse_protocol(PROTOCOL))
+    protocol = parse_protocol(PROTOCOL)
+    groups = evaluate(cases, protocol)
     done = time.perf_counter()
+    inputs = ValidationInputs(cases)
+    report = build_report(groups, inputs, protocol, predictions_sha256="-", manifest_sha256="-")
+    reported = time.perf_counter()
+    with tempfile.TemporaryDirectory() as folder:
+        write_report_json(report, Path(folder) / "report.json")
+        write_html(report, cases, Path(folder) / "report.html")
+        write_pdf(report, cases, Path(folder) / "report.pdf")
+    rendered = time.perf_counter()
     print(
         f"{args.cases} cases, {len(groups)} groups (overall, 10 subgroup values, "
         f"{len(groups) - 11} site x device): cases built in {built - start:.2f} s, "
-        f"figures in {done - built:.2f} s"
+        f"figures in {done - built:.2f} s, report data in {reported - done:.2f} s, "
+        f"JSON, HTML and PDF in {rendered - reported:.2f} s; "
+        f"{rendered - start:.2f} s in all"
     )
 
 
