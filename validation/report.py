@@ -202,9 +202,8 @@ def build_report(
             )
         for criterion, verdict in figures.acceptance.items():
             if verdict == Verdict.FAIL:
-                figure = figures.metrics[criterion.removesuffix("_lower_ci_min")]
                 name = criterion.removesuffix("_lower_ci_min")
-                difference = figures.differences.get(name)
+                figure, difference = figures.metrics[name], figures.differences.get(name)
                 failures.append(
                     {
                         "column": figures.column,
