@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Set up everything medvision needs on a fresh Debian machine with Python 3.11:
-# Debian packages (DICOM validators and peers), a virtual environment in .venv,
-# PyTorch (the pinned CPU build) and the package with its development tools.
+# Debian packages (DICOM validators and peers, pdftoppm to look at PDF reports),
+# a virtual environment in .venv, PyTorch (the pinned CPU build) and the package
+# with its development tools.
 # Safe to run again: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(dicom3tools dcmtk)
+DEBIAN_PACKAGES=(dicom3tools dcmtk poppler-utils)
 missing=()
-for command in dciodvfy storescu dsrdump; do
+for command in dciodvfy storescu dsrdump pdftoppm; do
   command -v "$command" >/dev/null 2>&1 || missing+=("$command")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -5,11 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from sklearn.metrics import roc_auc_score
 from statsmodels.stats.proportion import proportion_confint
 
@@ -157,6 +160,7 @@ def test_validate_writes_the_report_and_exits_1_when_a_criterion_fails(
     pdf = (tmp_path / "r" / "report.pdf").read_bytes()
     assert pdf.startswith(b"%PDF")
     assert len(re.findall(rb"/Type /Page\b(?!s)", pdf)) == 6
+
     good = [replace(row, manufacturer_model="Aquila DR-9") for row in rows]
     strong = np.array([0.95 if r.labels["nodule"] else 0.05 for r in rows])
     manifest, predictions = _write_inputs(tmp_path, good, strong)
@@ -178,3 +182,25 @@ def test_validate_names_a_bad_protocol_and_exits_2(
     assert code == 2
     assert "unknown key 'minimum_size'" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.skipif(
+    shutil.which("pdftoppm") is None, reason="needs poppler-utils (scripts/setup.sh)"
+)
+def test_every_pdf_page_renders_with_pdftoppm_and_shows_something(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows, scores = _rows_and_scores()
+    manifest, predictions = _write_inputs(tmp_path, rows, scores)
+    protocol = tmp_path / "protocol.yaml"
+    protocol.write_text(PROTOCOL)
+    arguments = ["--predictions", str(predictions), "--manifest", str(manifest)]
+    main(["validate", *arguments, "--protocol", str(protocol), "--out", str(tmp_path / "r")])
+    pdf = str(tmp_path / "r" / "report.pdf")
+    subprocess.run(["pdftoppm", "-png", "-r", "40", pdf, str(tmp_path / "p")], check=True)
+    pages = sorted(tmp_path.glob("p-*.png"))
+    assert len(pages) == 6
+    for page_file in pages:
+        with Image.open(page_file) as image:
+            pixels = np.asarray(image.convert("L"))
+        assert pixels.min() < 128 < pixels.max()  # ink on paper: no page is blank
