@@ -98,3 +98,46 @@ def cluster_bootstrap(
         undefined=resamples - int(finite.size),
         clusters=len(members),
     )
+
+
+def cluster_proportion_interval(
+    successes: ArrayLike,
+    clusters: ArrayLike,
+    *,
+    resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    chunk: int = 100,
+) -> tuple[float, float]:
+    """Return a cluster-bootstrap percentile interval of a proportion, fast.
+
+    ``successes`` holds one 0/1 outcome per trial (e.g. detected, for each case with
+    the finding) and ``clusters`` its cluster (patient). Each resample draws the
+    clusters with replacement (multinomial counts, in chunks of ``chunk``
+    resamples), and the proportion is the drawn clusters' successes over their
+    trials. With one trial per cluster it is the ordinary bootstrap of a proportion.
+
+    Raises
+    ------
+    ValueError
+        If the lengths differ or there is no trial.
+    """
+    outcome = np.asarray(successes, dtype=np.float64).ravel()
+    groups = np.asarray(clusters).ravel()
+    if outcome.size != groups.size:
+        raise ValueError(f"{outcome.size} outcomes but {groups.size} cluster identifiers")
+    if outcome.size == 0:
+        raise ValueError("a proportion's interval needs at least one trial")
+    _, index = np.unique(groups, return_inverse=True)
+    per_cluster_successes = np.bincount(index, weights=outcome)
+    per_cluster_trials = np.bincount(index).astype(np.float64)
+    count = per_cluster_trials.size
+    rng = np.random.default_rng(seed)
+    ratios = []
+    for start in range(0, resamples, chunk):
+        size = min(chunk, resamples - start)
+        weights = rng.multinomial(count, np.full(count, 1.0 / count), size=size)
+        ratios.append((weights @ per_cluster_successes) / (weights @ per_cluster_trials))
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(np.concatenate(ratios), [alpha, 1.0 - alpha])
+    return float(low), float(high)

@@ -302,7 +302,15 @@ def write_html(report: dict[str, Any], cases: Sequence[Case], path: Path) -> Non
         "calibration by ECE (10 equal-width bins), Brier score, and logistic calibration slope "
         "and intercepts; each subgroup's difference from the rest with Newcombe's interval. A "
         "criterion passes when the figure's lower interval bound reaches its bound; a criterion "
-        "resting on fewer cases than the minimum subgroup size is not judged.</p>",
+        "resting on fewer cases than the minimum subgroup size is not judged."
+        + (
+            " Patients contribute several studies here, so the sensitivity and specificity "
+            "intervals are cluster-bootstrap percentile intervals resampling patients (1,000 "
+            "resamples)."
+            if report["data"].get("clustered_intervals")
+            else ""
+        )
+        + "</p>",
         "<h2>Results</h2>" + _table(RESULT_HEADER, results, classes),
         f'<img alt="sensitivity by subgroup" src="data:image/png;base64,{images["sensitivity"]}">',
         f'<img alt="specificity by subgroup" src="data:image/png;base64,{images["specificity"]}">',

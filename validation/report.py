@@ -5,7 +5,8 @@ Layout (every figure as ``{"value", "ci_low", "ci_high"}``; NaN written as ``nul
     {
       "format_version": 1,
       "protocol": {... the protocol's fields, "sha256": ...},
-      "data": {"predictions_sha256", "manifest_sha256", "cases", "not_analysed"},
+      "data": {"predictions_sha256", "manifest_sha256", "cases", "not_analysed",
+               "clustered_intervals"},
       "overall": GROUP,
       "subgroups": {column: {value: GROUP}},
       "acceptance": {"passed": bool, "failures": [{column, value, criterion, ci_low, bound}]},
@@ -45,7 +46,14 @@ from validation.binary import Estimate
 from validation.calibration import calibration_line
 from validation.inputs import ValidationInputs, manifest_attributes
 from validation.protocol import Protocol
-from validation.subgroups import OVERALL, Case, GroupFigures, Verdict, group_value
+from validation.subgroups import (
+    OVERALL,
+    Case,
+    GroupFigures,
+    Verdict,
+    cluster_identifiers,
+    group_value,
+)
 
 REPORT_FORMAT_VERSION = 1
 #: Equal-width bins of the reported ECE.
@@ -233,6 +241,7 @@ def build_report(
             "manifest_sha256": manifest_sha256,
             "cases": len(inputs.cases),
             "not_analysed": len(inputs.not_analysed),
+            "clustered_intervals": cluster_identifiers(inputs.cases, protocol) is not None,
         },
         "overall": overall,
         "subgroups": subgroups,

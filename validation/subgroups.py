@@ -8,7 +8,12 @@ combination of an intersection, e.g. site x device):
 - n, positives, prevalence and the 2 x 2 table;
 - sensitivity, specificity, PPV, NPV with the protocol's interval method
   (:func:`validation.binary.binary_metrics`), PPV and NPV at the intended-use
-  prevalence when the protocol states one;
+  prevalence when the protocol states one. When the protocol names a cluster
+  column (``cluster: patient_id``) and some patient contributes several cases, the
+  sensitivity and specificity intervals are cluster-bootstrap percentile intervals
+  that resample patients (:func:`validation.bootstrap.cluster_proportion_interval`,
+  1,000 resamples, seed 0), since cases of one patient are not independent; a
+  case without a patient identifier is its own cluster;
 - AUROC with DeLong's interval (:func:`validation.auroc.delong_auroc`), where the
   group has both classes;
 - for a subgroup, its sensitivity and specificity minus those of the rest of the
@@ -45,6 +50,7 @@ from validation.binary import (
     confusion_counts,
     proportion_difference,
 )
+from validation.bootstrap import cluster_proportion_interval
 from validation.protocol import Protocol
 
 #: The value of a missing attribute.
@@ -121,6 +127,22 @@ class _Columns:
     labels: NDArray[np.int64]
     flagged: NDArray[np.int64]
     probabilities: NDArray[np.float64]
+    clusters: NDArray[np.str_] | None  # set when intervals must resample patients
+
+
+def cluster_identifiers(cases: Sequence[Case], protocol: Protocol) -> NDArray[np.str_] | None:
+    """Return each case's cluster when intervals must resample clusters, else ``None``.
+
+    That is when the protocol names a cluster column and some cluster (patient)
+    contributes more than one case; a case without an identifier is its own cluster.
+    """
+    if protocol.cluster is None:
+        return None
+    column = protocol.cluster
+    identifiers = np.array(
+        [str(case.attributes.get(column) or f"case {case.study_instance_uid}") for case in cases]
+    )
+    return identifiers if np.unique(identifiers).size < identifiers.size else None
 
 
 def _figures(
@@ -135,6 +157,17 @@ def _figures(
     metrics = binary_metrics(
         counts, protocol.interval_method, protocol.confidence, protocol.intended_use_prevalence
     )
+    if data.clusters is not None:
+        for name, cases_of, outcome in (
+            ("sensitivity", labels == 1, flagged == 1),
+            ("specificity", labels == 0, flagged == 0),
+        ):
+            chosen = members & cases_of
+            if chosen.any():
+                low, high = cluster_proportion_interval(
+                    outcome[chosen], data.clusters[chosen], confidence=protocol.confidence
+                )
+                metrics[name] = Estimate(metrics[name].value, low, high)
     group_labels = labels[members]
     if 0 < group_labels.sum() < group_labels.size:
         auroc = delong_auroc(probabilities[members], group_labels, protocol.confidence)
@@ -184,10 +217,12 @@ def evaluate(cases: Sequence[Case], protocol: Protocol) -> list[GroupFigures]:
     """
     if not cases:
         raise ValueError("the validation set has no case")
+    clusters = cluster_identifiers(cases, protocol)
     data = _Columns(
         labels=np.array([c.label for c in cases], dtype=np.int64),
         flagged=np.array([c.flagged for c in cases], dtype=np.int64),
         probabilities=np.array([c.probability for c in cases], dtype=np.float64),
+        clusters=clusters,
     )
     everyone = np.ones(len(cases), dtype=bool)
     results = [_figures(OVERALL, "all", everyone, data, protocol)]

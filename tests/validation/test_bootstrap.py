@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from validation.bootstrap import cluster_bootstrap
+from medvision.statistics import wilson_interval
+from validation.bootstrap import cluster_bootstrap, cluster_proportion_interval
 
 
 def _sensitivity(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -68,3 +69,19 @@ def test_undefined_resamples_are_counted_and_bad_input_refused() -> None:
         cluster_bootstrap(_sensitivity, [0.1, 0.2], [0, 0], [1, 2], resamples=10)
     with pytest.raises(ValueError, match="resamples must be at least 1"):
         cluster_bootstrap(_sensitivity, [0.1], [1], [1], resamples=0)
+
+
+def test_the_fast_proportion_interval_widens_for_repeated_patients_only() -> None:
+    rng = np.random.default_rng(3)
+    outcomes = (rng.random(300) < 0.8).astype(int)
+    patients = np.arange(300)
+    low, high = cluster_proportion_interval(outcomes, patients, resamples=2000)
+    wilson = wilson_interval(int(outcomes.sum()), 300)
+    assert high - low == pytest.approx(wilson[1] - wilson[0], rel=0.12)
+    twice = np.r_[outcomes, outcomes]
+    naive = wilson_interval(int(twice.sum()), 600)
+    low2, high2 = cluster_proportion_interval(twice, np.r_[patients, patients], resamples=2000)
+    assert high2 - low2 == pytest.approx(high - low, rel=0.12)  # 300 patients, not 600 cases
+    assert high2 - low2 > 1.25 * (naive[1] - naive[0])
+    with pytest.raises(ValueError, match="at least one trial"):
+        cluster_proportion_interval([], [])

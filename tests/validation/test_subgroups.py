@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -163,3 +164,26 @@ def test_per_group_sensitivity_specificity_and_auroc_equal_fairlearn_s_metric_fr
         assert group.metrics["specificity"].value == pytest.approx(row["specificity"], abs=1e-12)
         flagged_share = (group.counts.tp + group.counts.fp) / group.n
         assert flagged_share == pytest.approx(row["selection"], abs=1e-12)
+
+
+def test_repeated_patients_widen_the_intervals_when_the_protocol_clusters() -> None:
+    base = _cases(seed=6, size=600)
+    protocol = parse_protocol(PROTOCOL + "cluster: patient_id\n")
+    once = [
+        replace(c, attributes={**c.attributes, "patient_id": f"P{i}"}) for i, c in enumerate(base)
+    ]
+    twice = once + [replace(c, study_instance_uid=c.study_instance_uid + "b") for c in once]
+    single = evaluate(once, protocol)[0].metrics["sensitivity"]
+    plain = evaluate(twice, parse_protocol(PROTOCOL))[0].metrics["sensitivity"]
+    clustered = evaluate(twice, protocol)[0].metrics["sensitivity"]
+    # One case per patient: the protocol's Wilson interval, untouched.
+    positives = sum(c.label for c in once)
+    detected = sum(c.label * c.flagged for c in once)
+    low, high = proportion_confint(detected, positives, method="wilson")
+    assert single.ci_low == pytest.approx(low)
+    assert single.ci_high == pytest.approx(high)
+    # Each patient twice: Wilson on 2x the cases is too narrow; the cluster bootstrap is not.
+    assert clustered.value == plain.value
+    width = clustered.ci_high - clustered.ci_low
+    assert width > 1.25 * (plain.ci_high - plain.ci_low)
+    assert width == pytest.approx(single.ci_high - single.ci_low, rel=0.2)
