@@ -351,6 +351,30 @@ def _explain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _model_predictions(args: argparse.Namespace) -> Path:
+    """Run ``--model`` over ``--data`` (or find its cached run); return the predictions CSV."""
+    from medvision.models.registry import BUNDLED_WEIGHTS
+    from validation.inference import model_predictions
+
+    if args.data is None or not args.data.is_dir():
+        raise UsageError(f"--model needs --data DIR, a folder of DICOM studies (got {args.data})")
+    _check_device(args.device)
+    registry = args.models or BUNDLED_WEIGHTS
+    try:
+        path, cached = model_predictions(
+            args.model,
+            registry,
+            args.data,
+            args.out,
+            device=args.device,
+            progress=not args.no_progress,
+        )
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    print(f"{'reused cached' if cached else 'wrote'} predictions of {args.model}: {path}")
+    return path
+
+
 def _validate(args: argparse.Namespace) -> int:
     from medvision.data.manifest import ManifestError
     from medvision.models.registry import sha256_of
@@ -360,12 +384,19 @@ def _validate(args: argparse.Namespace) -> int:
     from validation.report import build_report, write_report_json
     from validation.subgroups import Verdict, evaluate
 
-    for option, path in (("--predictions", args.predictions), ("--manifest", args.manifest)):
-        if not path.is_file():
-            raise UsageError(f"{option}: {path} does not exist")
+    if not args.manifest.is_file():
+        raise UsageError(f"--manifest: {args.manifest} does not exist")
     try:
         protocol = load_protocol(args.protocol)
-        inputs = load_inputs(args.predictions, args.manifest, protocol)
+    except ProtocolError as error:
+        raise UsageError(str(error)) from None
+    predictions = args.predictions
+    if args.model is not None:
+        predictions = _model_predictions(args)
+    elif not predictions.is_file():
+        raise UsageError(f"--predictions: {predictions} does not exist")
+    try:
+        inputs = load_inputs(predictions, args.manifest, protocol)
     except (ProtocolError, PredictionsError, ManifestError) as error:
         raise UsageError(str(error)) from None
     for problem in inputs.problems:
@@ -380,7 +411,7 @@ def _validate(args: argparse.Namespace) -> int:
         groups,
         inputs,
         protocol,
-        predictions_sha256=sha256_of(args.predictions),
+        predictions_sha256=sha256_of(predictions),
         manifest_sha256=sha256_of(args.manifest),
     )
     write_report_json(report, args.out / "report.json")
@@ -657,7 +688,19 @@ def build_parser() -> argparse.ArgumentParser:
         "docs/validation.md). Exit status 0: "
         "every acceptance criterion passed; 1: the report was written and a criterion failed.",
     )
-    validate.add_argument("--predictions", type=Path, required=True, help="predictions CSV")
+    source = validate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--predictions", type=Path, help="predictions CSV")
+    source.add_argument(
+        "--model", help="run this registry model over --data first (cached in OUT/cache)"
+    )
+    validate.add_argument("--data", type=Path, help="folder of DICOM studies (with --model)")
+    validate.add_argument(
+        "--models", type=Path, help="registry folder for --model (default: the bundled weights)"
+    )
+    validate.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="for --model"
+    )
+    validate.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     validate.add_argument("--manifest", type=Path, required=True, help="labelled manifest CSV")
     validate.add_argument("--protocol", type=Path, required=True, help="protocol YAML")
     validate.add_argument("--out", type=Path, required=True, help="folder for the report files")
