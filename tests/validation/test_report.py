@@ -138,15 +138,23 @@ def _write_inputs(tmp_path: Path, rows: list[ManifestRow], scores: np.ndarray) -
     return manifest, predictions
 
 
+def _validate(
+    tmp_path: Path, rows: list[ManifestRow], scores: np.ndarray, out: str, protocol: str = PROTOCOL
+) -> int:
+    """Write inputs and protocol into ``tmp_path``; run ``medvision validate`` into ``out``."""
+    manifest, predictions = _write_inputs(tmp_path, rows, scores)
+    protocol_file = tmp_path / "protocol.yaml"
+    protocol_file.write_text(protocol)
+    arguments = ["--predictions", str(predictions), "--manifest", str(manifest)]
+    output = ["--protocol", str(protocol_file), "--out", str(tmp_path / out)]
+    return main(["validate", *arguments, *output])
+
+
 def test_validate_writes_the_report_and_exits_1_when_a_criterion_fails(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rows, scores = _rows_and_scores()
-    manifest, predictions = _write_inputs(tmp_path, rows, scores)
-    protocol = tmp_path / "protocol.yaml"
-    protocol.write_text(PROTOCOL)
-    arguments = ["--predictions", str(predictions), "--manifest", str(manifest)]
-    code = main(["validate", *arguments, "--protocol", str(protocol), "--out", str(tmp_path / "r")])
+    code = _validate(tmp_path, rows, scores, "r")
     assert code == 1
     out = capsys.readouterr().out
     assert out.splitlines()[0].startswith("FAIL manufacturer_model = Borealis Flat 4: ")
@@ -163,22 +171,15 @@ def test_validate_writes_the_report_and_exits_1_when_a_criterion_fails(
 
     good = [replace(row, manufacturer_model="Aquila DR-9") for row in rows]
     strong = np.array([0.95 if r.labels["nodule"] else 0.05 for r in rows])
-    manifest, predictions = _write_inputs(tmp_path, good, strong)
-    assert (
-        main(["validate", *arguments, "--protocol", str(protocol), "--out", str(tmp_path / "g")])
-        == 0
-    )
+    assert _validate(tmp_path, good, strong, "g") == 0
 
 
 def test_validate_names_a_bad_protocol_and_exits_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rows, scores = _rows_and_scores(size=60)
-    manifest, predictions = _write_inputs(tmp_path, rows, scores)
-    protocol = tmp_path / "protocol.yaml"
-    protocol.write_text(PROTOCOL.replace("minimum_subgroup_size", "minimum_size"))
-    arguments = ["--predictions", str(predictions), "--manifest", str(manifest)]
-    code = main(["validate", *arguments, "--protocol", str(protocol), "--out", str(tmp_path / "r")])
+    bad = PROTOCOL.replace("minimum_subgroup_size", "minimum_size")
+    code = _validate(tmp_path, rows, scores, "r", bad)
     assert code == 2
     assert "unknown key 'minimum_size'" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
@@ -191,11 +192,7 @@ def test_every_pdf_page_renders_with_pdftoppm_and_shows_something(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rows, scores = _rows_and_scores()
-    manifest, predictions = _write_inputs(tmp_path, rows, scores)
-    protocol = tmp_path / "protocol.yaml"
-    protocol.write_text(PROTOCOL)
-    arguments = ["--predictions", str(predictions), "--manifest", str(manifest)]
-    main(["validate", *arguments, "--protocol", str(protocol), "--out", str(tmp_path / "r")])
+    _validate(tmp_path, rows, scores, "r")
     pdf = str(tmp_path / "r" / "report.pdf")
     subprocess.run(["pdftoppm", "-png", "-r", "40", pdf, str(tmp_path / "p")], check=True)
     pages = sorted(tmp_path.glob("p-*.png"))
