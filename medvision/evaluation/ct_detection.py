@@ -6,6 +6,13 @@ The rules, applied on the source DICOM grid and in patient millimetres:
   nodule masks, over the scans whose ground truth holds a nodule (on a scan
   without one Dice only says whether anything was predicted; the false
   positives per scan report that instead). The mean Dice is their mean.
+- **HD95 per scan** (95th-percentile Hausdorff distance, mm): the surface voxels
+  of a mask are its voxels with a 6-connected neighbour outside it (the volume's
+  border counts as outside); the distances in mm from each surface voxel of one
+  mask to the nearest surface voxel of the other are taken both ways, and HD95 is
+  the larger of the two 95th percentiles (linear interpolation), as MONAI's
+  ``compute_hausdorff_distance(percentile=95)`` computes it. It is undefined when
+  either mask is empty.
 - **Matching** (the LUNA16 rule, Setio et al. 2017): a predicted nodule *hits* a
   ground-truth nodule when its centre lies within the ground-truth nodule's
   radius (half its diameter) of the ground-truth centre.
@@ -35,6 +42,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from scipy import ndimage
 
 from medvision.data.manifest import ManifestRow, resolve
 from medvision.inference.scoring import Location, StudyScore
@@ -65,6 +73,51 @@ def dice_coefficient(predicted: ArrayLike, truth: ArrayLike) -> float:
     if total == 0:
         return 1.0
     return 2.0 * int(np.logical_and(p, t).sum()) / total
+
+
+def _surface(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    eroded = ndimage.binary_erosion(mask, border_value=0)
+    return np.asarray(mask & ~eroded, dtype=bool)
+
+
+def hausdorff_distance_95(
+    predicted: ArrayLike, truth: ArrayLike, spacing_mm: Sequence[float]
+) -> float:
+    """Return the 95th-percentile Hausdorff distance (mm) of two masks; see the module docstring.
+
+    Parameters
+    ----------
+    predicted, truth
+        Masks of one shape; non-zero values count as inside.
+    spacing_mm
+        Voxel size along each axis of the masks, in mm.
+
+    Returns
+    -------
+    float
+        NaN when either mask is empty.
+
+    Raises
+    ------
+    ValueError
+        If the masks differ in shape or the spacing does not give one positive size
+        per axis.
+    """
+    p = np.asarray(predicted) != 0
+    t = np.asarray(truth) != 0
+    if p.shape != t.shape:
+        raise ValueError(f"masks differ in shape: predicted {p.shape}, ground truth {t.shape}")
+    spacing = tuple(float(s) for s in spacing_mm)
+    if len(spacing) != p.ndim or any(not s > 0 for s in spacing):
+        raise ValueError(f"spacing {spacing_mm} is not one positive size per axis of {p.shape}")
+    if not p.any() or not t.any():
+        return math.nan
+    # Every surface voxel lies in the union's bounding box, so distances are the same there.
+    box = ndimage.find_objects((p | t).astype(np.uint8))[0]
+    p_surface, t_surface = _surface(p[box]), _surface(t[box])
+    to_truth = ndimage.distance_transform_edt(~t_surface, sampling=spacing)[p_surface]
+    to_predicted = ndimage.distance_transform_edt(~p_surface, sampling=spacing)[t_surface]
+    return float(max(np.percentile(to_truth, 95), np.percentile(to_predicted, 95)))
 
 
 def match_nodules(
@@ -195,6 +248,38 @@ class _Outcomes:
     scores: NDArray[np.float64]
 
 
+def scan_outcomes(
+    scan: ScanDetections, min_diameter_mm: float = MIN_DIAMETER_MM
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Return one scan's detection outcomes (see the module docstring for the rules).
+
+    Returns
+    -------
+    detection_scores
+        Per ground-truth nodule of at least ``min_diameter_mm``, the highest score of
+        a predicted nodule hitting it; ``-inf`` when none does.
+    false_positive_scores
+        The scores of the predicted nodules that hit no ground-truth nodule.
+
+    Raises
+    ------
+    ValueError
+        If a predicted nodule has no score.
+    """
+    scores = _scores(scan)
+    hits = match_nodules(
+        [location.centre for location in scan.predicted],
+        [nodule.centre_mm for nodule in scan.truth],
+        [nodule.diameter_mm for nodule in scan.truth],
+    )
+    detection = [
+        float(scores[hits[:, column]].max()) if hits[:, column].any() else -math.inf
+        for column, nodule in enumerate(scan.truth)
+        if nodule.diameter_mm >= min_diameter_mm
+    ]
+    return np.array(detection, dtype=np.float64), scores[~hits.any(axis=1)]
+
+
 def _outcomes(scans: Sequence[ScanDetections], min_diameter_mm: float) -> _Outcomes:
     if not scans:
         raise ValueError("no scan to evaluate")
@@ -202,18 +287,10 @@ def _outcomes(scans: Sequence[ScanDetections], min_diameter_mm: float) -> _Outco
     false_positive: list[float] = []
     every: list[float] = []
     for scan in scans:
-        scores = _scores(scan)
-        every += scores.tolist()
-        hits = match_nodules(
-            [location.centre for location in scan.predicted],
-            [nodule.centre_mm for nodule in scan.truth],
-            [nodule.diameter_mm for nodule in scan.truth],
-        )
-        false_positive += scores[~hits.any(axis=1)].tolist()
-        for column, nodule in enumerate(scan.truth):
-            if nodule.diameter_mm >= min_diameter_mm:
-                hitting = scores[hits[:, column]]
-                detection.append(float(hitting.max()) if hitting.size else -math.inf)
+        every += _scores(scan).tolist()
+        detected, false = scan_outcomes(scan, min_diameter_mm)
+        detection += detected.tolist()
+        false_positive += false.tolist()
     return _Outcomes(
         np.array(detection, dtype=np.float64),
         np.array(false_positive, dtype=np.float64),
@@ -323,22 +400,18 @@ def evaluate_ct_detection(
     )
 
 
-def load_ground_truth(
-    row: ManifestRow, manifest: Path, finding: str = NODULE
-) -> tuple[list[TruthNodule], NDArray[np.uint8]]:
-    """Return a CT study's ground-truth nodules and mask from its annotations and masks files.
-
-    The annotations JSON (``ManifestRow.annotations``) gives the series
-    (``series.series_instance_uid``) and per nodule ``centre_mm_xyz`` (LPS mm) and
-    ``diameter_mm``; the masks NPZ (``ManifestRow.masks``) holds
-    ``<SeriesInstanceUID>__<finding>`` as ``(slices, rows, columns)`` in
-    InstanceNumber order (the format of :mod:`medvision.synth`).
+def annotated_series(row: ManifestRow, manifest: Path) -> str:
+    """Return the SeriesInstanceUID of the CT series a study's annotations describe.
 
     Raises
     ------
     ValueError
-        If the row has no annotations or masks file, or either lacks what is needed.
+        As :func:`load_ground_truth`, for the annotations file.
     """
+    return _annotations(row, manifest)[0]
+
+
+def _annotations(row: ManifestRow, manifest: Path) -> tuple[str, list[TruthNodule]]:
     uid = row.study_instance_uid
     if row.annotations is None or row.masks is None:
         raise ValueError(
@@ -365,6 +438,28 @@ def load_ground_truth(
             f"study {uid}: annotations {path} lack the series UID or nodule centres and "
             f"diameters ({type(error).__name__}: {error})"
         ) from None
+    return series_uid, truth
+
+
+def load_ground_truth(
+    row: ManifestRow, manifest: Path, finding: str = NODULE
+) -> tuple[list[TruthNodule], NDArray[np.uint8]]:
+    """Return a CT study's ground-truth nodules and mask from its annotations and masks files.
+
+    The annotations JSON (``ManifestRow.annotations``) gives the series
+    (``series.series_instance_uid``) and per nodule ``centre_mm_xyz`` (LPS mm) and
+    ``diameter_mm``; the masks NPZ (``ManifestRow.masks``) holds
+    ``<SeriesInstanceUID>__<finding>`` as ``(slices, rows, columns)`` in
+    InstanceNumber order (the format of :mod:`medvision.synth`).
+
+    Raises
+    ------
+    ValueError
+        If the row has no annotations or masks file, or either lacks what is needed.
+    """
+    series_uid, truth = _annotations(row, manifest)
+    uid = row.study_instance_uid
+    assert row.masks is not None  # checked by _annotations
     masks_path = resolve(manifest, row.masks)
     key = f"{series_uid}__{finding}"
     try:

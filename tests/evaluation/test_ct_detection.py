@@ -17,6 +17,7 @@ from medvision.evaluation.ct_detection import (
     dice_coefficient,
     evaluate_ct_detection,
     froc_points,
+    hausdorff_distance_95,
     load_ground_truth,
     match_nodules,
     scan_detections,
@@ -74,6 +75,48 @@ def test_dice_of_two_empty_masks_is_one() -> None:
 def test_dice_refuses_masks_of_different_shapes() -> None:
     with pytest.raises(ValueError, match=r"masks differ in shape: predicted \(2,\), ground truth"):
         dice_coefficient([1, 0], [1, 0, 0])
+
+
+def test_hd95_of_a_cube_and_the_same_cube_shifted_is_the_shift_in_mm() -> None:
+    truth = np.zeros((12, 12, 12), dtype=np.uint8)
+    truth[2:6, 2:6, 2:6] = 1
+    predicted = np.roll(truth, 3, axis=2)  # 3 columns at 0.5 mm
+    assert hausdorff_distance_95(predicted, truth, (2.0, 0.7, 0.5)) == pytest.approx(1.5)
+    assert hausdorff_distance_95(truth, truth, (2.0, 0.7, 0.5)) == 0.0
+
+
+def test_hd95_is_undefined_when_a_mask_is_empty_and_refuses_bad_spacing() -> None:
+    truth = np.zeros((4, 4, 4), dtype=np.uint8)
+    truth[1, 1, 1] = 1
+    assert math.isnan(hausdorff_distance_95(np.zeros_like(truth), truth, (1, 1, 1)))
+    with pytest.raises(ValueError, match="one positive size per axis"):
+        hausdorff_distance_95(truth, truth, (1.0, 1.0))
+    with pytest.raises(ValueError, match="one positive size per axis"):
+        hausdorff_distance_95(truth, truth, (1.0, 0.0, 1.0))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_hd95_equals_monai_on_random_blobs_with_anisotropic_spacing(seed: int) -> None:
+    from monai.metrics.hausdorff_distance import compute_hausdorff_distance
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    masks = []
+    for _ in range(2):
+        noise = ndimage.gaussian_filter(rng.random((20, 24, 28)), 2.0)
+        masks.append(noise > np.quantile(noise, 0.9))
+    spacing = (2.5, 0.8, 0.6)
+    expected = compute_hausdorff_distance(
+        masks[0][None, None].astype(np.float32),
+        masks[1][None, None].astype(np.float32),
+        include_background=True,
+        percentile=95,
+        spacing=list(spacing),
+    )
+    # MONAI's result is float32: equal to its precision.
+    assert hausdorff_distance_95(masks[0], masks[1], spacing) == pytest.approx(
+        float(expected[0, 0]), rel=1e-6
+    )
 
 
 def test_a_prediction_hits_a_nodule_within_its_radius_boundary_included() -> None:
