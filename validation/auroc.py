@@ -104,6 +104,22 @@ def delong_kernel_components(
     return kernel.mean(axis=1), kernel.mean(axis=0)
 
 
+def _normal_interval(
+    value: float, variance: float, confidence: float, positives: int, negatives: int
+) -> AurocEstimate:
+    """Return the AUROC with its normal interval ``value +/- z sqrt(variance)`` in [0, 1]."""
+    half = float(norm.ppf(0.5 + confidence / 2.0)) * math.sqrt(variance)
+    return AurocEstimate(
+        value=value,
+        variance=variance,
+        ci_low=max(0.0, value - half),
+        ci_high=min(1.0, value + half),
+        confidence=confidence,
+        positives=positives,
+        negatives=negatives,
+    )
+
+
 def delong_auroc(scores: ArrayLike, labels: ArrayLike, confidence: float = 0.95) -> AurocEstimate:
     """Return the AUROC of ``scores`` for binary ``labels`` with DeLong's interval.
 
@@ -129,13 +145,54 @@ def delong_auroc(scores: ArrayLike, labels: ArrayLike, confidence: float = 0.95)
     s10 = float(np.var(v10, ddof=1)) if m > 1 else 0.0
     s01 = float(np.var(v01, ddof=1)) if n > 1 else 0.0
     variance = s10 / m + s01 / n
-    half = float(norm.ppf(0.5 + confidence / 2.0)) * math.sqrt(variance)
-    return AurocEstimate(
-        value=value,
-        variance=variance,
-        ci_low=max(0.0, value - half),
-        ci_high=min(1.0, value + half),
-        confidence=confidence,
-        positives=m,
-        negatives=n,
-    )
+    return _normal_interval(value, variance, confidence, m, n)
+
+
+def obuchowski_auroc(
+    scores: ArrayLike, labels: ArrayLike, clusters: ArrayLike, confidence: float = 0.95
+) -> AurocEstimate:
+    """Return the AUROC with Obuchowski's (1997) interval for clustered cases.
+
+    When a patient contributes several cases, the cases are not independent and
+    DeLong's variance is too small. Obuchowski's nonparametric estimator sums
+    DeLong's structural components per cluster: with ``I`` clusters, ``m_i``
+    positives and ``n_i`` negatives in cluster ``i``, ``V10_i`` the sum of its
+    positives' ``V10`` and ``V01_i`` the sum of its negatives' ``V01``,
+
+        S10 = I / ((I - 1) M) sum_i (V10_i - m_i A)^2
+        S01 = I / ((I - 1) N) sum_i (V01_i - n_i A)^2
+        S11 = I / (I - 1) sum_i (V10_i - m_i A)(V01_i - n_i A)
+        var = S10 / M + S01 / N + 2 S11 / (M N)
+
+    (``M``, ``N`` all positives and negatives, ``A`` the AUROC). The interval is
+    the normal one, clipped to ``[0, 1]``. The AUROC itself is the ordinary one.
+
+    Raises
+    ------
+    ValueError
+        As :func:`delong_auroc`, if the cluster identifiers do not match the
+        cases, or there is only one cluster.
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be strictly between 0 and 1, got {confidence}")
+    truth = np.asarray(labels).ravel()
+    groups = np.asarray(clusters).ravel()
+    if groups.size != truth.size:
+        raise ValueError(f"{truth.size} labels but {groups.size} cluster identifiers")
+    v10, v01 = delong_components(scores, labels)
+    m, n = v10.size, v01.size
+    value = float(v10.mean())
+    _, index = np.unique(groups, return_inverse=True)
+    count = int(index.max()) + 1
+    if count < 2:
+        raise ValueError("a clustered AUROC interval needs at least two clusters")
+    positive, negative = index[truth == 1], index[truth == 0]
+    # Sums per cluster, with the placements centred at the AUROC (m_i A and n_i A).
+    ten = np.bincount(positive, weights=v10 - value, minlength=count)
+    one = np.bincount(negative, weights=v01 - value, minlength=count)
+    factor = count / (count - 1)
+    s10 = factor / m * float(ten @ ten)
+    s01 = factor / n * float(one @ one)
+    s11 = factor * float(ten @ one)
+    variance = max(0.0, s10 / m + s01 / n + 2.0 * s11 / (m * n))
+    return _normal_interval(value, variance, confidence, m, n)

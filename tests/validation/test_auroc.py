@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from validation.auroc import delong_auroc, delong_components, delong_kernel_components
+from validation.auroc import (
+    delong_auroc,
+    delong_components,
+    delong_kernel_components,
+    obuchowski_auroc,
+)
+from validation.bootstrap import cluster_bootstrap
 
 
 def _sample(seed: int, size: int, ties: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -72,3 +78,69 @@ def test_bad_input_is_refused_with_a_clear_message() -> None:
         delong_auroc([0.1, float("nan")], [0, 1])
     with pytest.raises(ValueError, match="confidence must be strictly between 0 and 1"):
         delong_auroc([0.1, 0.2], [0, 1], confidence=1.0)
+
+
+def test_obuchowski_with_one_case_per_patient_is_delong_up_to_its_divisors() -> None:
+    rng = np.random.default_rng(11)
+    labels = rng.integers(0, 2, 120)
+    scores = rng.normal(labels * 0.8, 1.0)
+    clustered = obuchowski_auroc(scores, labels, np.arange(120))
+    plain = delong_auroc(scores, labels)
+    v10, v01 = delong_components(scores, labels)
+    m, n, count = v10.size, v01.size, 120
+    # Obuchowski divides by I - 1 clusters where DeLong divides by m - 1 and n - 1.
+    expected = (
+        count
+        / (count - 1)
+        * ((m - 1) / m * np.var(v10, ddof=1) / m + (n - 1) / n * np.var(v01, ddof=1) / n)
+    )
+    assert clustered.value == plain.value
+    assert clustered.variance == pytest.approx(expected, rel=1e-12)
+
+
+def test_obuchowski_follows_its_formula_from_the_kernel() -> None:
+    scores = np.array([0.9, 0.4, 0.7, 0.2, 0.6, 0.6, 0.1, 0.8])
+    labels = np.array([1, 0, 1, 0, 1, 0, 0, 1])
+    patients = np.array(["a", "a", "b", "b", "b", "c", "d", "d"])
+    kernel = (scores[labels == 1][:, None] > scores[labels == 0][None, :]) + 0.5 * (
+        scores[labels == 1][:, None] == scores[labels == 0][None, :]
+    )
+    m, n = kernel.shape
+    auroc = kernel.mean()
+    v10, v01 = kernel.mean(axis=1), kernel.mean(axis=0)
+    names = ["a", "b", "c", "d"]
+    ten = [sum(v10[patients[labels == 1] == p] - auroc) for p in names]
+    one = [sum(v01[patients[labels == 0] == p] - auroc) for p in names]
+    factor = 4 / 3
+    variance = (
+        factor / m * np.dot(ten, ten) / m
+        + factor / n * np.dot(one, one) / n
+        + 2 * factor * np.dot(ten, one) / (m * n)
+    )
+    got = obuchowski_auroc(scores, labels, patients)
+    assert got.value == pytest.approx(auroc)
+    assert got.variance == pytest.approx(variance, rel=1e-12)
+
+
+def test_obuchowski_matches_a_cluster_bootstrap_where_delong_is_too_narrow() -> None:
+    rng = np.random.default_rng(5)
+    patients = np.repeat(np.arange(150), 4)
+    # Each patient's four studies share the label and most of the score: strong clustering.
+    patient_label = rng.integers(0, 2, 150)
+    labels = patient_label[patients]
+    scores = rng.normal(patient_label * 1.0, 1.0)[patients] + rng.normal(0, 0.3, 600)
+    clustered = obuchowski_auroc(scores, labels, patients)
+    bootstrap = cluster_bootstrap(
+        lambda s, y: float(roc_auc_score(y, s)), scores, labels, patients, resamples=1000
+    )
+    width = clustered.ci_high - clustered.ci_low
+    assert width == pytest.approx(bootstrap.ci_high - bootstrap.ci_low, rel=0.15)
+    naive = delong_auroc(scores, labels)
+    assert naive.ci_high - naive.ci_low < 0.6 * width
+
+
+def test_obuchowski_refuses_one_cluster_and_mismatched_identifiers() -> None:
+    with pytest.raises(ValueError, match="at least two clusters"):
+        obuchowski_auroc([0.1, 0.9], [0, 1], ["p", "p"])
+    with pytest.raises(ValueError, match="2 labels but 3 cluster identifiers"):
+        obuchowski_auroc([0.1, 0.9], [0, 1], ["p", "q", "r"])
