@@ -85,11 +85,21 @@ class FolderScan:
 
 
 def iter_files(root: Path) -> Iterator[Path]:
-    """Yield every regular file below ``root`` (or ``root`` itself), in sorted order."""
+    """Yield every regular file below ``root`` (or ``root`` itself), in sorted order.
+
+    Symbolic links to folders are followed (a study collection is often a folder
+    of links), each real folder once, so a link back up the tree cannot loop.
+    """
     if root.is_file():
         yield root
         return
-    for folder, subfolders, files in os.walk(root):
+    visited: set[str] = set()
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in visited:
+            subfolders.clear()
+            continue
+        visited.add(real)
         subfolders.sort()
         for name in sorted(files):
             yield Path(folder) / name

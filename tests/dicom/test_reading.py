@@ -9,6 +9,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from medvision.dicom.reading import (
     DicomReadError,
     age_in_years,
+    iter_files,
     pixel_values,
     read_header,
     scan_folder,
@@ -74,3 +75,14 @@ def test_age_from_patient_age_or_dates(age: str, birth: str, study: str, years: 
     ds = pydicom.Dataset()
     ds.PatientAge, ds.PatientBirthDate, ds.StudyDate = age, birth, study
     assert age_in_years(ds) == years
+
+
+def test_linked_folders_are_followed_once_and_a_loop_ends(tmp_path: Path) -> None:
+    study = tmp_path / "store" / "study"
+    study.mkdir(parents=True)
+    (study / "a.dcm").write_bytes(b"")
+    collection = tmp_path / "collection"
+    collection.mkdir()
+    (collection / "linked").symlink_to(study, target_is_directory=True)
+    (study / "back").symlink_to(tmp_path / "store", target_is_directory=True)  # a loop
+    assert list(iter_files(collection)) == [collection / "linked" / "a.dcm"]
