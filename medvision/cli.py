@@ -17,6 +17,11 @@ from medvision import __version__
 
 if TYPE_CHECKING:
     from medvision.pipeline.results import AnalysisRun
+    from validation.ct_inputs import CtScan
+    from validation.inference import ModelRun
+    from validation.inputs import ValidationInputs
+    from validation.protocol import Protocol
+    from validation.segmentation import ScanFigures
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -351,8 +356,8 @@ def _explain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _model_predictions(args: argparse.Namespace) -> Path:
-    """Run ``--model`` over ``--data`` (or find its cached run); return the predictions CSV."""
+def _model_predictions(args: argparse.Namespace) -> ModelRun:
+    """Run ``--model`` over ``--data`` (or find its cached run); return where it left outputs."""
     from medvision.models.registry import BUNDLED_WEIGHTS
     from validation.inference import model_predictions
 
@@ -361,7 +366,7 @@ def _model_predictions(args: argparse.Namespace) -> Path:
     _check_device(args.device)
     registry = args.models or BUNDLED_WEIGHTS
     try:
-        path, cached = model_predictions(
+        run = model_predictions(
             args.model,
             registry,
             args.data,
@@ -371,8 +376,56 @@ def _model_predictions(args: argparse.Namespace) -> Path:
         )
     except ValueError as error:
         raise UsageError(str(error)) from None
-    print(f"{'reused cached' if cached else 'wrote'} predictions of {args.model}: {path}")
-    return path
+    print(
+        f"{'reused cached' if run.cached else 'wrote'} predictions of {args.model}: "
+        f"{run.predictions}"
+    )
+    return run
+
+
+def _ct_scan_figures(
+    args: argparse.Namespace, inputs: ValidationInputs, protocol: Protocol
+) -> tuple[list[CtScan], ScanFigures] | None:
+    """Read a CT protocol's masks and candidates; ``None`` when neither was given."""
+    from medvision.data.manifest import read_manifest
+    from medvision.modality import Modality
+    from validation.ct_inputs import CtInputsError, ct_scans
+    from validation.protocol import SEGMENTATION_CRITERIA
+    from validation.segmentation import scan_figures
+
+    needs = {
+        "--segmentations": [
+            c for c in protocol.acceptance if c in SEGMENTATION_CRITERIA and "detection" not in c
+        ],
+        "--detections": [c for c in protocol.acceptance if c.startswith("detection")],
+    }
+    given = {"--segmentations": args.segmentations, "--detections": args.detections}
+    if protocol.modality != Modality.CT:
+        if any(given.values()):
+            raise UsageError("--segmentations and --detections apply to CT protocols only")
+        return None
+    for option, criteria in needs.items():
+        if criteria and given[option] is None:
+            raise UsageError(
+                f"the protocol's {', '.join(criteria)} needs {option} (or --model with a CT "
+                "segmenter, which writes its own)"
+            )
+    if not any(given.values()):
+        return None
+    analysed = {case.study_instance_uid for case in inputs.cases}
+    rows = [r for r in read_manifest(args.manifest) if r.study_instance_uid in analysed]
+    try:
+        scans, problems = ct_scans(
+            rows, args.manifest, segmentations=args.segmentations, detections=args.detections
+        )
+    except CtInputsError as error:
+        raise UsageError(str(error)) from None
+    inputs.problems.extend(problems)
+    for problem in problems:
+        print(f"input: {problem}", file=sys.stderr)
+    if not scans:
+        raise UsageError("no analysed CT study has ground truth for the segmentation figures")
+    return scans, scan_figures(scans, protocol.min_nodule_diameter_mm)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -381,7 +434,7 @@ def _validate(args: argparse.Namespace) -> int:
     from validation.inputs import PredictionsError, load_inputs
     from validation.protocol import ProtocolError, load_protocol
     from validation.render import write_html, write_pdf
-    from validation.report import build_report, write_report_json
+    from validation.report import build_report, failure_line, write_report_json
     from validation.subgroups import Verdict, evaluate
 
     if not args.manifest.is_file():
@@ -392,7 +445,10 @@ def _validate(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     predictions = args.predictions
     if args.model is not None:
-        predictions = _model_predictions(args)
+        run = _model_predictions(args)
+        predictions = run.predictions
+        args.segmentations = args.segmentations or run.segmentations
+        args.detections = args.detections or run.detections
     elif not predictions.is_file():
         raise UsageError(f"--predictions: {predictions} does not exist")
     try:
@@ -406,23 +462,22 @@ def _validate(args: argparse.Namespace) -> int:
             f"no case of {protocol.modality.value} {protocol.finding} with both a prediction "
             "and a reference label (input problems above)"
         )
-    groups = evaluate(inputs.cases, protocol)
+    ct = _ct_scan_figures(args, inputs, protocol)
+    groups = evaluate(inputs.cases, protocol, None if ct is None else ct[1])
     report = build_report(
         groups,
         inputs,
         protocol,
         predictions_sha256=sha256_of(predictions),
         manifest_sha256=sha256_of(args.manifest),
+        scans=None if ct is None else ct[0],
     )
     write_report_json(report, args.out / "report.json")
     write_html(report, inputs.cases, args.out / "report.html")
     write_pdf(report, inputs.cases, args.out / "report.pdf")
     failures = report["acceptance"]["failures"]
     for failure in failures:
-        print(
-            f"FAIL {failure['column']} = {failure['value']}: {failure['criterion']} "
-            f"(lower bound {failure['ci_low']:.3f} < {failure['bound']:.3f})"
-        )
+        print(failure_line(failure))
     verdicts = [v for g in groups for v in g.acceptance.values()]
     not_judged = sum(v == Verdict.NOT_JUDGED for v in verdicts)
     print(
@@ -701,6 +756,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", choices=["auto", "cpu", "cuda"], default="auto", help="for --model"
     )
     validate.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    validate.add_argument(
+        "--segmentations",
+        type=Path,
+        help="CT: folder of DICOM SEG objects (Dice and HD95); --model CT writes its own",
+    )
+    validate.add_argument(
+        "--detections",
+        type=Path,
+        help="CT: nodule candidates CSV, LUNA16 format (FROC); --model CT writes its own",
+    )
     validate.add_argument("--manifest", type=Path, required=True, help="labelled manifest CSV")
     validate.add_argument("--protocol", type=Path, required=True, help="protocol YAML")
     validate.add_argument("--out", type=Path, required=True, help="folder for the report files")

@@ -69,7 +69,7 @@ class ProblemKind(StrEnum):
 class InputProblem:
     """One kind of mismatch: where it is and what was done about it."""
 
-    kind: ProblemKind
+    kind: StrEnum  # ProblemKind, or validation.ct_inputs.CtProblemKind
     where: list[str]
     action: str
 
@@ -86,6 +86,39 @@ class ValidationInputs:
     cases: list[Case]
     not_analysed: list[ManifestRow] = field(default_factory=list)
     problems: list[InputProblem] = field(default_factory=list)
+    models: list[ModelIdentity] = field(default_factory=list)
+    splits: dict[str, int] = field(default_factory=dict)
+
+
+#: The predictions CSV's optional columns that identify the model.
+MODEL_COLUMNS: tuple[str, ...] = ("model_name", "model_version", "weights_sha256")
+#: Manifest splits used to develop a model: cases from them are not independent test data.
+DEVELOPMENT_SPLITS: tuple[str, ...] = ("train", "tune", "calibration")
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """A model named by the predictions of the protocol's finding, and how many rows name it.
+
+    Empty fields mean the predictions CSV does not state them (another system's
+    CSV may leave the model columns out).
+    """
+
+    name: str
+    version: str
+    weights_sha256: str
+    rows: int
+
+
+def model_identities(predictions: list[dict[str, str]], finding: str) -> list[ModelIdentity]:
+    """Return the distinct models the rows of ``finding`` name, most rows first."""
+    counts: dict[tuple[str, str, str], int] = defaultdict(int)
+    for row in predictions:
+        if row.get("finding") == finding:
+            name, version, weights = (str(row.get(c) or "").strip() for c in MODEL_COLUMNS)
+            counts[(name, version, weights)] += 1
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return [ModelIdentity(*identity, rows) for identity, rows in ranked]
 
 
 class PredictionsError(ValueError):
@@ -217,7 +250,16 @@ def join_inputs(
         problems.append(
             InputProblem(ProblemKind.NOT_ASSESSED, unassessed, "excluded (no reference label)")
         )
-    return ValidationInputs(cases, not_analysed, problems)
+    splits: dict[str, int] = defaultdict(int)
+    for case in cases:
+        splits[in_manifest[case.study_instance_uid].split or "unstated"] += 1
+    return ValidationInputs(
+        cases,
+        not_analysed,
+        problems,
+        model_identities(predictions, protocol.finding),
+        dict(sorted(splits.items())),
+    )
 
 
 def load_inputs(predictions: Path, manifest: Path, protocol: Protocol) -> ValidationInputs:

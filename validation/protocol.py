@@ -18,6 +18,12 @@ A protocol fixes, before the data are looked at, what is measured and what passe
       sensitivity_lower_ci_min: 0.85
       specificity_lower_ci_min: 0.80
 
+A CT protocol may also bound the segmenter's figures (:mod:`validation.segmentation`):
+``dice_lower_ci_min``, ``detection_sensitivity_lower_ci_min`` and
+``hd95_mm_upper_ci_max`` (mm; the *upper* interval limit must not exceed it), and
+set ``min_nodule_diameter_mm`` (default 6) and ``max_false_positives_per_scan``
+(default 1), where the detection sensitivity is read off the FROC.
+
 Every key is checked: an unknown key is an error naming the known ones (a typo must
 never silently drop a criterion), and so is an impossible value (a confidence of
 1.5, a threshold outside [0, 1], a subgroup column the manifest cannot have, an
@@ -54,7 +60,19 @@ CRITERIA: tuple[str, ...] = (
     "ppv_lower_ci_min",
     "npv_lower_ci_min",
     "auroc_lower_ci_min",
+    # CT segmenters only (validation.segmentation)
+    "dice_lower_ci_min",
+    "detection_sensitivity_lower_ci_min",
+    "hd95_mm_upper_ci_max",
 )
+#: Criteria on the segmentation and detection figures, for CT protocols only.
+SEGMENTATION_CRITERIA: tuple[str, ...] = (
+    "dice_lower_ci_min",
+    "detection_sensitivity_lower_ci_min",
+    "hd95_mm_upper_ci_max",
+)
+LOWER_SUFFIX = "_lower_ci_min"
+UPPER_SUFFIX = "_upper_ci_max"
 REQUIRED_KEYS: tuple[str, ...] = ("name", "modality", "finding", "acceptance")
 OPTIONAL_KEYS: tuple[str, ...] = (
     "threshold",
@@ -66,7 +84,11 @@ OPTIONAL_KEYS: tuple[str, ...] = (
     "intersections",
     "minimum_subgroup_size",
     "cluster",
+    "min_nodule_diameter_mm",
+    "max_false_positives_per_scan",
 )
+#: Keys that only a CT protocol may state.
+CT_KEYS: tuple[str, ...] = ("min_nodule_diameter_mm", "max_false_positives_per_scan")
 INTERVAL_METHODS: tuple[str, ...] = ("wilson", "clopper_pearson")
 #: The threshold value meaning "the model's registered operating threshold".
 FROM_REGISTRY = "registry"
@@ -93,7 +115,21 @@ class Protocol:
     intersections: tuple[tuple[str, ...], ...] = ()
     minimum_subgroup_size: int = 30
     cluster: str | None = None
+    min_nodule_diameter_mm: float = 6.0
+    max_false_positives_per_scan: float = 1.0
     sha256: str = field(default="", compare=False)
+
+
+def criterion_figure(criterion: str) -> tuple[str, bool]:
+    """Return the figure a criterion bounds and whether it bounds the upper interval limit.
+
+    ``sensitivity_lower_ci_min`` gives ``("sensitivity", False)``: the lower limit
+    must reach the bound; ``hd95_mm_upper_ci_max`` gives ``("hd95_mm", True)``: the
+    upper limit must not exceed it.
+    """
+    if criterion.endswith(UPPER_SUFFIX):
+        return criterion.removesuffix(UPPER_SUFFIX), True
+    return criterion.removesuffix(LOWER_SUFFIX), False
 
 
 def _is_number(value: Any) -> bool:
@@ -169,6 +205,16 @@ def _check(raw: dict[str, Any], problems: list[str]) -> None:
         )
     if raw.get("cluster") not in (None, "patient_id"):
         problems.append(f"cluster: only patient_id can cluster cases, got {raw['cluster']!r}")
+    is_ct = modality == Modality.CT.value
+    for key in CT_KEYS:
+        if key in raw and not is_ct:
+            problems.append(f"{key}: applies to CT protocols only (modality is {modality!r})")
+    diameter = raw.get("min_nodule_diameter_mm", 6.0)
+    if not _is_number(diameter) or diameter < 0:
+        problems.append(f"min_nodule_diameter_mm: expected mm of 0 or more, got {diameter!r}")
+    rate = raw.get("max_false_positives_per_scan", 1.0)
+    if not _is_number(rate) or not rate > 0:
+        problems.append(f"max_false_positives_per_scan: expected a positive number, got {rate!r}")
     acceptance = raw.get("acceptance", {})
     if not isinstance(acceptance, dict) or not acceptance:
         problems.append("acceptance: expected at least one criterion")
@@ -178,6 +224,11 @@ def _check(raw: dict[str, Any], problems: list[str]) -> None:
             problems.append(
                 f"acceptance: unknown criterion {criterion!r} (known: {', '.join(CRITERIA)})"
             )
+        elif criterion in SEGMENTATION_CRITERIA and not is_ct:
+            problems.append(f"acceptance: {criterion} applies to CT protocols only")
+        elif criterion_figure(criterion)[0] == "hd95_mm":
+            if not _is_number(bound) or not bound > 0:
+                problems.append(f"acceptance.{criterion}: expected mm above 0, got {bound!r}")
         else:
             _fraction(problems, f"acceptance.{criterion}", bound, open_interval=False)
 
@@ -214,6 +265,8 @@ def parse_protocol(text: str, source: str = "protocol") -> Protocol:
         intersections=tuple(tuple(group) for group in raw.get("intersections", [])),
         minimum_subgroup_size=int(raw.get("minimum_subgroup_size", 30)),
         cluster=raw.get("cluster"),
+        min_nodule_diameter_mm=float(raw.get("min_nodule_diameter_mm", 6.0)),
+        max_false_positives_per_scan=float(raw.get("max_false_positives_per_scan", 1.0)),
         sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
     )
 

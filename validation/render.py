@@ -36,7 +36,8 @@ from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
-from medvision.calibration.metrics import reliability_curve
+from medvision.calibration.metrics import expected_calibration_error, reliability_curve
+from validation.report import failure_line
 from validation.subgroups import Case
 
 FAIL_COLOUR = "#c0392b"
@@ -147,24 +148,57 @@ def roc_figure(cases: Sequence[Case], report: dict[str, Any]) -> Figure:
     return figure
 
 
-def reliability_figure(cases: Sequence[Case], report: dict[str, Any]) -> Figure:
-    """Draw the reliability diagram of the whole set (10 equal-width bins)."""
-    figure, axes = plt.subplots(figsize=(5.5, 5.0))
+def _reliability_panel(axes: Any, cases: Sequence[Case], title: str) -> None:
     curve = reliability_curve([c.probability for c in cases], [c.label for c in cases], 10)
     predicted = [p.mean_predicted for p in curve.points]
     observed = [p.observed_frequency for p in curve.points]
-    sizes = [20 + 200 * p.count / curve.total for p in curve.points]
+    sizes = [12 + 160 * p.count / curve.total for p in curve.points]
     axes.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="perfect calibration")
     axes.plot(predicted, observed, color="#2c3e50", linewidth=1)
     axes.scatter(predicted, observed, s=sizes, color="#2c3e50", label="bins (area: cases)")
+    axes.set_xlim(-0.03, 1.03)
+    axes.set_ylim(-0.03, 1.03)
+    axes.set_title(title, fontsize=8)
+    axes.tick_params(labelsize=7)
+
+
+#: Most panels of the reliability figure (the whole set, then sites by name).
+RELIABILITY_PANELS = 12
+
+
+def reliability_figure(cases: Sequence[Case], report: dict[str, Any]) -> Figure:
+    """Draw reliability diagrams (10 equal-width bins): the whole set, then each site."""
+    sites = sorted({str(c.attributes.get("site") or "unknown") for c in cases})
+    panels: list[tuple[str, list[Case]]] = [("overall", list(cases))]
+    for site in sites[: RELIABILITY_PANELS - 1]:
+        members = [c for c in cases if str(c.attributes.get("site") or "unknown") == site]
+        panels.append((f"site {site}", members))
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    figure, grid = plt.subplots(
+        rows, columns, figsize=(3.4 * columns, 3.2 * rows + 0.6), squeeze=False
+    )
+    for index, (name, members) in enumerate(panels):
+        axes = grid[index // columns][index % columns]
+        ece = expected_calibration_error(
+            [c.probability for c in members], [c.label for c in members], 10
+        )
+        _reliability_panel(axes, members, f"{name} (n={len(members)}, ECE {ece:.3f})")
+        if index == 0:
+            axes.legend(fontsize=6, loc="upper left")
+        if index % columns == 0:
+            axes.set_ylabel("observed frequency", fontsize=8)
+        if index // columns == rows - 1:
+            axes.set_xlabel("mean calibrated probability", fontsize=8)
+    for index in range(len(panels), rows * columns):
+        grid[index // columns][index % columns].axis("off")
     calibration = report["overall"]["calibration"]
-    axes.set_title(
-        f"Reliability (ECE {_fmt(calibration['ece'])}, Brier {_fmt(calibration['brier'])})",
+    shown = "" if len(sites) < RELIABILITY_PANELS else f" (first {RELIABILITY_PANELS - 1} sites)"
+    figure.suptitle(
+        f"Reliability overall (ECE {_fmt(calibration['ece'])}, Brier "
+        f"{_fmt(calibration['brier'])}) and by site{shown}",
         fontsize=10,
     )
-    axes.set_xlabel("mean calibrated probability in bin")
-    axes.set_ylabel("observed frequency of the finding")
-    axes.legend(fontsize=7, loc="upper left")
     figure.tight_layout()
     return figure
 
@@ -223,6 +257,121 @@ RESULT_HEADER = (
 )
 
 
+SEGMENTATION_HEADER = (
+    "column",
+    "group",
+    "scans",
+    "with nodule",
+    "missed",
+    "mean Dice (CI)",
+    "median HD95 mm (CI)",
+    "nodules",
+    "detection sens. (CI)",
+    "FP per scan (CI)",
+)
+
+
+def _cell(metrics: dict[str, Any], name: str, digits: int = 3) -> str:
+    figure = metrics.get(name)
+    if figure is None:
+        return "not given"
+    return (
+        f"{_fmt(figure['value'], digits)} "
+        f"({_fmt(figure['ci_low'], digits)}-{_fmt(figure['ci_high'], digits)})"
+    )
+
+
+def _segmentation_rows(report: dict[str, Any]) -> tuple[list[list[str]], list[str]]:
+    """Return the segmentation table's rows (a group's failing rows marked ``fail``)."""
+    rows, classes = [], []
+    for column, value, data in _groups(report):
+        counts, metrics = data["segmentation"], data["metrics"]
+        if counts is None:
+            continue
+
+        rows.append(
+            [
+                column,
+                value,
+                str(counts["scans"]),
+                str(counts["scans_with_nodule"]),
+                str(counts["missed_scans"]),
+                _cell(metrics, "dice"),
+                _cell(metrics, "hd95_mm", 1),
+                str(counts["nodules"]),
+                _cell(metrics, "detection_sensitivity"),
+                _cell(metrics, "false_positives_per_scan", 2),
+            ]
+        )
+        failed = [
+            k
+            for k, v in data["acceptance"].items()
+            if v == "fail" and k.split("_")[0] in ("dice", "hd95", "detection")
+        ]
+        classes.append("fail" if failed else "")
+    return rows, classes
+
+
+def froc_figure(report: dict[str, Any]) -> Figure:
+    """Draw the whole set's FROC curve with the protocol's false-positive rate marked."""
+    block = report["segmentation"]
+    points = block["froc"]
+    figure, axes = plt.subplots(figsize=(7.0, 4.6))
+    rates = [p["false_positives_per_scan"] for p in points]
+    sensitivities = [p["sensitivity"] or 0.0 for p in points]
+    # Start at no candidate kept (0 false positives, sensitivity 0), then each threshold.
+    axes.step([0.0, *rates], [0.0, *sensitivities], where="post", color="#1f4e79")
+    axes.plot(rates, sensitivities, "o", color="#1f4e79", markersize=3)
+    limit = block["max_false_positives_per_scan"]
+    reading = report["overall"]["metrics"].get("detection_sensitivity", {}).get("value")
+    axes.axvline(limit, color="black", linestyle="--", linewidth=1)
+    axes.text(
+        limit,
+        1.02,
+        f"{limit:g} FP/scan: sensitivity {_fmt(reading)}",
+        fontsize=8,
+        ha="center",
+    )
+    axes.set_xlim(0.0, max([limit * 2.0, *rates]) * 1.05)
+    axes.set_ylim(0.0, 1.08)
+    axes.set_xlabel("false positives per scan")
+    axes.set_ylabel(f"sensitivity, nodules >= {block['min_nodule_diameter_mm']:g} mm")
+    axes.set_title(
+        f"FROC, all {block['scans']} scans (candidates kept at or above each score)",
+        fontsize=10,
+    )
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def _model_rows(report: dict[str, Any]) -> list[list[str]]:
+    return [
+        [
+            m["name"] or "not stated",
+            m["version"] or "not stated",
+            m["weights_sha256"] or "not stated",
+            str(m["rows"]),
+        ]
+        for m in report["models"]
+    ]
+
+
+def _provenance(report: dict[str, Any]) -> str:
+    """Return where the cases come from, whether they are independent, and the reference."""
+    splits = ", ".join(f"{count} from '{name}'" for name, count in report["data"]["splits"].items())
+    development = [w for w in report["warnings"] if "splits used to develop" in w]
+    independence = (
+        "Some cases are NOT independent of the model's development (see limitations)."
+        if development
+        else "No case comes from a split used to develop the model (train, tune, calibration)."
+    )
+    return (
+        f"Manifest splits of the cases: {splits or 'none'}. {independence} Reference "
+        f"standard: {report['data']['reference_standard']}."
+    )
+
+
 def _summary_lines(report: dict[str, Any]) -> list[str]:
     failures = report["acceptance"]["failures"]
     protocol = report["protocol"]
@@ -232,9 +381,12 @@ def _summary_lines(report: dict[str, Any]) -> list[str]:
         f" on {report['data']['cases']} cases ({report['data']['not_analysed']} not analysed).",
     ]
     for failure in failures:
+        lines.append(failure_line(failure))
+    unjudged = [k for k, v in report["overall"]["acceptance"].items() if v == "not judged"]
+    if unjudged:
         lines.append(
-            f"FAIL {failure['column']} = {failure['value']}: {failure['criterion']} "
-            f"(lower bound {failure['ci_low']:.3f} < {failure['bound']:.3f})"
+            "NOT JUDGED for the whole set (fewer cases behind the figure than the protocol's "
+            f"minimum of {protocol['minimum_subgroup_size']}): {', '.join(unjudged)}."
         )
     return lines
 
@@ -275,23 +427,26 @@ def write_html(report: dict[str, Any], cases: Sequence[Case], path: Path) -> Non
         f'<div class="summary {summary_class}">'
         + "".join(f"<p>{html.escape(line)}</p>" for line in _summary_lines(report))
         + "</div>",
-        "<h2>Intended use and model</h2><p>Standalone performance of the medvision model for "
-        f"the finding <b>{html.escape(protocol['finding'])}</b> on "
+        "<h2>Intended use and model identification</h2><p>Standalone performance of the "
+        f"model for the finding <b>{html.escape(protocol['finding'])}</b> on "
         f"{html.escape(protocol['modality'])} "
         "studies, as a second reader that flags studies for a radiologist's attention. Not for "
-        "primary diagnosis; phantom-trained models are not for clinical use.</p>",
-        "<h2>Protocol (pre-specified)</h2><ul>"
+        "primary diagnosis; phantom-trained models are not for clinical use.</p>"
+        + _table(("model", "version", "weights SHA-256", "prediction rows"), _model_rows(report)),
+        "<h2>Protocol and pre-specified endpoints</h2><ul>"
         f"<li>threshold: {html.escape(str(protocol['threshold']))}</li>"
         f"<li>confidence: {protocol['confidence']}, intervals: "
         f"{html.escape(protocol['interval_method'])}</li>"
         f"<li>subgroups: {html.escape(', '.join(protocol['subgroups']))}; minimum size "
         f"{protocol['minimum_subgroup_size']}</li>{criteria}"
         f"<li>protocol SHA-256: {protocol['sha256']}</li></ul>",
-        "<h2>Test data</h2><p>"
+        "<h2>Test data: provenance, independence, reference standard</h2><p>"
         f"{report['data']['cases']} cases with a prediction and a reference label; "
-        f"{report['data']['not_analysed']} studies of the manifest not analysed. Predictions "
-        f"SHA-256 {report['data']['predictions_sha256']}, manifest SHA-256 "
-        f"{report['data']['manifest_sha256']}.</p>"
+        f"{report['data']['not_analysed']} studies of the manifest not analysed. "
+        + html.escape(_provenance(report))
+        + f" Predictions SHA-256 {report['data']['predictions_sha256']}, manifest SHA-256 "
+        f"{report['data']['manifest_sha256']}. Counts and prevalence per subgroup are in the "
+        "results table.</p>"
         + (
             _table(("problem", "count", "what was done", "first places"), problems)
             if problems
@@ -302,11 +457,12 @@ def write_html(report: dict[str, Any], cases: Sequence[Case], path: Path) -> Non
         "calibration by ECE (10 equal-width bins), Brier score, and logistic calibration slope "
         "and intercepts; each subgroup's difference from the rest with Newcombe's interval. A "
         "criterion passes when the figure's lower interval bound reaches its bound; a criterion "
-        "resting on fewer cases than the minimum subgroup size is not judged."
+        "resting on fewer cases than the minimum subgroup size is not judged (an upper "
+        "bound, such as HD95's, passes when the upper interval limit stays within it)."
         + (
             " Patients contribute several studies here, so the sensitivity and specificity "
             "intervals are cluster-bootstrap percentile intervals resampling patients (1,000 "
-            "resamples)."
+            "resamples), and the AUROC intervals Obuchowski's (1997) for clustered data."
             if report["data"].get("clustered_intervals")
             else ""
         )
@@ -316,6 +472,7 @@ def write_html(report: dict[str, Any], cases: Sequence[Case], path: Path) -> Non
         f'<img alt="specificity by subgroup" src="data:image/png;base64,{images["specificity"]}">',
         f'<img alt="ROC curves" src="data:image/png;base64,{images["roc"]}">',
         f'<img alt="reliability diagram" src="data:image/png;base64,{images["reliability"]}">',
+        _segmentation_html(report),
         "<h2>Operating point across sites</h2><p>Per site, the threshold that would reach "
         f"sensitivity {stability['target_sensitivity']:.2f} there.</p>"
         + _table(("site", "n", "threshold", "sensitivity", "specificity"), stability_rows),
@@ -342,7 +499,48 @@ def write_html(report: dict[str, Any], cases: Sequence[Case], path: Path) -> Non
     path.write_text(document, encoding="utf-8")
 
 
-def _text_page(pdf: PdfPages, title: str, lines: Sequence[str], fail_prefix: str = "FAIL") -> None:
+def _segmentation_html(report: dict[str, Any]) -> str:
+    """Return the segmentation section, or nothing when no mask or candidate was given."""
+    block = report.get("segmentation")
+    if not block:
+        return ""
+    rows, classes = _segmentation_rows(report)
+    parts = [
+        "<h2>Segmentation and detection</h2><p>"
+        f"{block['scans']} CT scans with ground truth. Masks (DICOM SEG) "
+        f"{'given' if block['masks'] else 'not given'}; nodule candidates "
+        f"{'given' if block['candidates'] else 'not given'}. "
+        + html.escape(SEGMENTATION_METHODS.format(**block))
+        + "</p>",
+        _table(SEGMENTATION_HEADER, rows, classes),
+    ]
+    if block["masks"]:
+        parts.append(
+            f'<img alt="Dice by subgroup" src="data:image/png;base64,'
+            f'{_png(forest_plot(report, "dice"))}">'
+        )
+    if block["candidates"]:
+        parts.append(f'<img alt="FROC" src="data:image/png;base64,{_png(froc_figure(report))}">')
+    return "".join(parts)
+
+
+SEGMENTATION_METHODS = (
+    "Dice is the mean over the scans whose ground truth holds a nodule; HD95 the median "
+    "95th-percentile Hausdorff distance over the scans where both masks hold a voxel (a "
+    "scan with a nodule and no predicted voxel counts as missed instead). A candidate "
+    "detects a ground-truth nodule of at least {min_nodule_diameter_mm:g} mm when its centre "
+    "lies within the nodule's radius (LUNA16); candidates hitting no nodule are false "
+    "positives. Detection sensitivity is read off the FROC at no more than "
+    "{max_false_positives_per_scan:g} false positives per scan. Intervals: percentile "
+    "bootstrap resampling scans (patients when clustered), 1,000 resamples."
+)
+
+
+#: Colour of the summary line naming criteria the whole set is too small to judge.
+NOT_JUDGED_TEXT_COLOUR = "#9a5b00"
+
+
+def _text_page(pdf: PdfPages, title: str, lines: Sequence[str]) -> None:
     figure = plt.figure(figsize=(8.27, 11.69))
     y = 0.95
     for part in textwrap.wrap(title, 60):
@@ -350,7 +548,13 @@ def _text_page(pdf: PdfPages, title: str, lines: Sequence[str], fail_prefix: str
         y -= 0.025
     y -= 0.01
     for line in lines:
-        colour = FAIL_COLOUR if line.startswith(fail_prefix) else "black"
+        colour = (
+            FAIL_COLOUR
+            if line.startswith("FAIL")
+            else NOT_JUDGED_TEXT_COLOUR
+            if line.startswith("NOT JUDGED")
+            else "black"
+        )
         for part in textwrap.wrap(line, 105, subsequent_indent="    ") or [""]:
             figure.text(0.06, y, part, fontsize=8.5, color=colour)
             y -= 0.018
@@ -360,19 +564,31 @@ def _text_page(pdf: PdfPages, title: str, lines: Sequence[str], fail_prefix: str
     plt.close(figure)
 
 
-def _table_page(pdf: PdfPages, report: dict[str, Any]) -> None:
-    rows, classes = _results_rows(report)
+def _table_page(
+    pdf: PdfPages,
+    report: dict[str, Any],
+    *,
+    rows: Sequence[Sequence[str]] | None = None,
+    classes: Sequence[str] = (),
+    header: Sequence[str] = RESULT_HEADER[:8],
+    title: str = "Results by subgroup (red rows fail a criterion)",
+    footnote: str = "",
+    widths: Sequence[float] = (0.12, 0.28, 0.05, 0.07, 0.13, 0.13, 0.13, 0.07),
+) -> None:
+    if rows is None:
+        rows, classes = _results_rows(report)
     figure = plt.figure(figsize=(11.69, 8.27))
-    axes = figure.add_axes((0.02, 0.02, 0.96, 0.9))
+    axes = figure.add_axes((0.02, 0.06, 0.96, 0.86))
     axes.axis("off")
-    title = "Results by subgroup (red rows fail a criterion)"
     figure.text(0.02, 0.95, title, fontsize=12, weight="bold")
-    cells = [[_short(r[0]), *r[1:8]] for r in rows]
-    widths = [0.12, 0.28, 0.05, 0.07, 0.13, 0.13, 0.13, 0.07]
+    for index, part in enumerate(textwrap.wrap(footnote, 190)):
+        figure.text(0.02, 0.045 - 0.015 * index, part, fontsize=7)
+    columns = len(header)
+    cells = [[_short(r[0]), *r[1:columns]] for r in rows]
     table = axes.table(
         cellText=cells,
-        colLabels=list(RESULT_HEADER[:8]),
-        colWidths=widths,
+        colLabels=list(header),
+        colWidths=list(widths),
         cellLoc="left",
         colLoc="left",
         loc="upper left",
@@ -382,7 +598,7 @@ def _table_page(pdf: PdfPages, report: dict[str, Any]) -> None:
     table.scale(1.0, 1.2)
     for index, css in enumerate(classes, start=1):
         if css == "fail":
-            for column in range(8):
+            for column in range(columns):
                 table[index, column].set_facecolor("#fbe3e1")
                 table[index, column].get_text().set_color(FAIL_COLOUR)
     pdf.savefig(figure)  # type: ignore[no-untyped-call]
@@ -400,6 +616,11 @@ def write_pdf(report: dict[str, Any], cases: Sequence[Case], path: Path) -> None
             f"intervals {protocol['interval_method']}; minimum subgroup size "
             f"{protocol['minimum_subgroup_size']}.",
             "Criteria: " + ", ".join(f"{k} {v}" for k, v in protocol["acceptance"].items()),
+            *[
+                f"Model: {name} {version}, weights SHA-256 {weights} ({rows} prediction rows)"
+                for name, version, weights, rows in _model_rows(report)
+            ],
+            _provenance(report),
             f"Protocol SHA-256 {protocol['sha256']}",
             f"Predictions SHA-256 {report['data']['predictions_sha256']}",
             f"Manifest SHA-256 {report['data']['manifest_sha256']}",
@@ -413,11 +634,29 @@ def write_pdf(report: dict[str, Any], cases: Sequence[Case], path: Path) -> None
         ]
         _text_page(pdf, f"Validation report: {protocol['name']}", lines)
         _table_page(pdf, report)
-        for figure in (
+        figures = [
             forest_plot(report, "sensitivity"),
             forest_plot(report, "specificity"),
             roc_figure(cases, report),
             reliability_figure(cases, report),
-        ):
+        ]
+        block = report.get("segmentation")
+        if block:
+            rows, classes = _segmentation_rows(report)
+            _table_page(
+                pdf,
+                report,
+                rows=rows,
+                classes=classes,
+                header=SEGMENTATION_HEADER,
+                title="Segmentation and detection by subgroup (red rows fail a criterion)",
+                footnote=SEGMENTATION_METHODS.format(**block),
+                widths=(0.10, 0.20, 0.045, 0.06, 0.05, 0.135, 0.135, 0.055, 0.135, 0.09),
+            )
+            if block["masks"]:
+                figures.append(forest_plot(report, "dice"))
+            if block["candidates"]:
+                figures.append(froc_figure(report))
+        for figure in figures:
             pdf.savefig(figure)
             plt.close(figure)

@@ -6,10 +6,16 @@ Layout (every figure as ``{"value", "ci_low", "ci_high"}``; NaN written as ``nul
       "format_version": 1,
       "protocol": {... the protocol's fields, "sha256": ...},
       "data": {"predictions_sha256", "manifest_sha256", "cases", "not_analysed",
-               "clustered_intervals"},
+               "clustered_intervals", "splits": {split: cases}, "reference_standard"},
+      "models": [{"name", "version", "weights_sha256", "rows"}],
       "overall": GROUP,
       "subgroups": {column: {value: GROUP}},
-      "acceptance": {"passed": bool, "failures": [{column, value, criterion, ci_low, bound}]},
+      "segmentation": null | {"scans", "masks", "candidates", "min_nodule_diameter_mm",
+                              "max_false_positives_per_scan",
+                              "froc": [{threshold, sensitivity, false_positives_per_scan}]},
+      "acceptance": {"passed": bool, "failures": [{column, value, criterion, figure, limit,
+                                                   ci_low, ci_high, bound, shortfall,
+                                                   difference_from_rest}]},
       "operating_point_stability": {"target_sensitivity", "sites": {site: {n, threshold, ...}}},
       "input_problems": [{"kind", "count", "action", "where"}],
       "reproducibility": {"packages": {...}, "python": ..., "seed": 0},
@@ -18,8 +24,13 @@ Layout (every figure as ``{"value", "ci_low", "ci_high"}``; NaN written as ``nul
 
 with GROUP = ``{n, positives, prevalence, tp, fp, tn, fn, not_analysed,
 not_analysed_share, underpowered, metrics: {...}, differences: {...},
-calibration: {ece, ece_bins, brier, slope, slope_intercept, intercept_in_the_large},
-acceptance: {criterion: "pass" | "fail" | "not judged"}}``.
+calibration: {ece, ece_bins, reliability: [{lower, upper, mean_predicted,
+observed_frequency, count}], brier, slope, slope_intercept, intercept_in_the_large},
+acceptance: {criterion: "pass" | "fail" | "not judged"}, segmentation}``. For a CT
+protocol given masks or candidates, ``metrics`` also holds the segmentation and
+detection figures (:mod:`validation.segmentation`) and ``segmentation`` their counts
+(scans, scans_with_nodule, missed_scans, hd95_scans, nodules, detected,
+false_positives); otherwise it is ``null``.
 
 Failures are listed worst first: a failure of the whole set before any subgroup's,
 then the subgroups most clearly worse than the rest of the set (lowest upper bound
@@ -33,6 +44,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+from collections.abc import Sequence
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -40,12 +52,18 @@ from typing import Any
 
 import numpy as np
 
-from medvision.calibration.metrics import brier_score, expected_calibration_error
+from medvision.calibration.metrics import (
+    brier_score,
+    expected_calibration_error,
+    reliability_curve,
+)
 from medvision.calibration.operating_point import threshold_for_sensitivity
+from medvision.evaluation.ct_detection import froc_points
 from validation.binary import Estimate
 from validation.calibration import calibration_line
-from validation.inputs import ValidationInputs, manifest_attributes
-from validation.protocol import Protocol
+from validation.ct_inputs import CtScan
+from validation.inputs import DEVELOPMENT_SPLITS, ValidationInputs, manifest_attributes
+from validation.protocol import Protocol, criterion_figure
 from validation.subgroups import (
     OVERALL,
     Case,
@@ -74,12 +92,15 @@ def _estimate(estimate: Estimate) -> dict[str, float | None]:
     }
 
 
-def _calibration(cases: list[Case]) -> dict[str, float | int | None]:
+def _calibration(cases: list[Case]) -> dict[str, Any]:
     labels = np.array([c.label for c in cases])
     probabilities = np.array([c.probability for c in cases])
-    result: dict[str, float | int | None] = {
+    result: dict[str, Any] = {
         "ece": _number(expected_calibration_error(probabilities, labels, ECE_BINS)),
         "ece_bins": ECE_BINS,
+        "reliability": [
+            asdict(point) for point in reliability_curve(probabilities, labels, ECE_BINS).points
+        ],
         "brier": _number(brier_score(probabilities, labels)),
         "slope": None,
         "slope_intercept": None,
@@ -116,6 +137,7 @@ def _group(figures: GroupFigures, members: list[Case], not_analysed: int) -> dic
         "differences": {name: _estimate(e) for name, e in figures.differences.items()},
         "calibration": _calibration(members) if members else None,
         "acceptance": {name: verdict.value for name, verdict in figures.acceptance.items()},
+        "segmentation": figures.segmentation_counts,
     }
 
 
@@ -166,6 +188,32 @@ def _failure_rank(failure: dict[str, Any]) -> tuple[int, float, float]:
     return (1, float(upper), -float(failure["shortfall"]))
 
 
+def failure_line(failure: dict[str, Any]) -> str:
+    """Return one line naming a failed criterion, the group and the limit that missed."""
+    side, relation = ("upper", ">") if failure["limit"] == "ci_high" else ("lower", "<")
+    return (
+        f"FAIL {failure['column']} = {failure['value']}: {failure['criterion']} "
+        f"({side} bound {failure[failure['limit']]:.3f} {relation} {failure['bound']:.3f})"
+    )
+
+
+def _failure(figures: GroupFigures, criterion: str, bound: float) -> dict[str, Any]:
+    name, upper = criterion_figure(criterion)
+    figure, difference = figures.metrics[name], figures.differences.get(name)
+    return {
+        "column": figures.column,
+        "value": figures.value,
+        "criterion": criterion,
+        "figure": name,
+        "limit": "ci_high" if upper else "ci_low",
+        "ci_low": figure.ci_low,
+        "ci_high": figure.ci_high,
+        "bound": bound,
+        "shortfall": figure.ci_high - bound if upper else bound - figure.ci_low,
+        "difference_from_rest": None if difference is None else _estimate(difference),
+    }
+
+
 def _key(case_values: list[str]) -> str:
     return " x ".join(case_values)
 
@@ -177,8 +225,13 @@ def build_report(
     *,
     predictions_sha256: str,
     manifest_sha256: str,
+    scans: Sequence[CtScan] | None = None,
 ) -> dict[str, Any]:
-    """Return the report's data (see the module docstring) from a run's figures."""
+    """Return the report's data (see the module docstring) from a run's figures.
+
+    ``scans`` are the CT scans of the segmentation figures, when there are any:
+    the report then describes those inputs and gives the whole set's FROC.
+    """
     columns = [(c,) for c in protocol.subgroups] + list(protocol.intersections)
     members: dict[tuple[str, str], list[Case]] = {(OVERALL, "all"): list(inputs.cases)}
     missing: dict[tuple[str, str], int] = {(OVERALL, "all"): len(inputs.not_analysed)}
@@ -210,21 +263,19 @@ def build_report(
             )
         for criterion, verdict in figures.acceptance.items():
             if verdict == Verdict.FAIL:
-                name = criterion.removesuffix("_lower_ci_min")
-                figure, difference = figures.metrics[name], figures.differences.get(name)
-                failures.append(
-                    {
-                        "column": figures.column,
-                        "value": figures.value,
-                        "criterion": criterion,
-                        "ci_low": figure.ci_low,
-                        "bound": protocol.acceptance[criterion],
-                        "shortfall": protocol.acceptance[criterion] - figure.ci_low,
-                        "difference_from_rest": None
-                        if difference is None
-                        else _estimate(difference),
-                    }
-                )
+                failures.append(_failure(figures, criterion, protocol.acceptance[criterion]))
+    development = {k: v for k, v in inputs.splits.items() if k in DEVELOPMENT_SPLITS}
+    if development:
+        listed = ", ".join(f"{count} from '{split}'" for split, count in development.items())
+        warnings.append(
+            f"{sum(development.values())} cases come from splits used to develop the model "
+            f"({listed}): they are not independent test data"
+        )
+    if len(inputs.models) > 1:
+        warnings.append(
+            f"the predictions name {len(inputs.models)} different models for the finding: "
+            "the figures mix them"
+        )
     if inputs.not_analysed:
         warnings.append(
             f"{len(inputs.not_analysed)} studies of the manifest were not analysed "
@@ -242,9 +293,14 @@ def build_report(
             "cases": len(inputs.cases),
             "not_analysed": len(inputs.not_analysed),
             "clustered_intervals": cluster_identifiers(inputs.cases, protocol) is not None,
+            "splits": inputs.splits,
+            "reference_standard": f"the manifest's '{protocol.finding}' column (1 present, "
+            "0 absent)",
         },
+        "models": [asdict(model) for model in inputs.models],
         "overall": overall,
         "subgroups": subgroups,
+        "segmentation": None if not scans else _segmentation_block(scans, protocol),
         "acceptance": {"passed": not failures, "failures": failures},
         "operating_point_stability": threshold_stability(inputs.cases, protocol.confidence),
         "input_problems": [
@@ -257,6 +313,31 @@ def build_report(
             "seed": 0,
         },
         "warnings": warnings,
+    }
+
+
+def _segmentation_block(scans: Sequence[CtScan], protocol: Protocol) -> dict[str, Any]:
+    masks = all(scan.has_segmentation for scan in scans)
+    candidates = all(scan.has_detections for scan in scans)
+    points = (
+        froc_points([scan.detections for scan in scans], protocol.min_nodule_diameter_mm)
+        if candidates
+        else ()
+    )
+    return {
+        "scans": len(scans),
+        "masks": masks,
+        "candidates": candidates,
+        "min_nodule_diameter_mm": protocol.min_nodule_diameter_mm,
+        "max_false_positives_per_scan": protocol.max_false_positives_per_scan,
+        "froc": [
+            {
+                "threshold": p.threshold,
+                "sensitivity": _number(p.sensitivity),
+                "false_positives_per_scan": p.false_positives_per_scan,
+            }
+            for p in points
+        ],
     }
 
 

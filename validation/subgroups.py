@@ -15,7 +15,8 @@ combination of an intersection, e.g. site x device):
   1,000 resamples, seed 0), since cases of one patient are not independent; a
   case without a patient identifier is its own cluster;
 - AUROC with DeLong's interval (:func:`validation.auroc.delong_auroc`), where the
-  group has both classes;
+  group has both classes; with clustered cases (as above), Obuchowski's interval
+  for clustered data (:func:`validation.auroc.obuchowski_auroc`);
 - for a subgroup, its sensitivity and specificity minus those of the rest of the
   set, with Newcombe's interval (:func:`validation.binary.proportion_difference`);
 - each acceptance criterion ``<figure>_lower_ci_min: bound`` passes when the
@@ -42,7 +43,7 @@ from enum import StrEnum
 import numpy as np
 from numpy.typing import NDArray
 
-from validation.auroc import delong_auroc
+from validation.auroc import delong_auroc, obuchowski_auroc
 from validation.binary import (
     ConfusionCounts,
     Estimate,
@@ -51,7 +52,8 @@ from validation.binary import (
     proportion_difference,
 )
 from validation.bootstrap import cluster_proportion_interval
-from validation.protocol import Protocol
+from validation.protocol import Protocol, criterion_figure
+from validation.segmentation import ScanFigures, SegmentationFigures, segmentation_figures
 
 #: The value of a missing attribute.
 UNKNOWN = "unknown"
@@ -89,6 +91,7 @@ class GroupFigures:
     differences: dict[str, Estimate]
     underpowered: bool
     acceptance: dict[str, Verdict]
+    segmentation_counts: dict[str, int] | None = None
 
     @property
     def n(self) -> int:
@@ -128,6 +131,8 @@ class _Columns:
     flagged: NDArray[np.int64]
     probabilities: NDArray[np.float64]
     clusters: NDArray[np.str_] | None  # set when intervals must resample patients
+    scans: ScanFigures | None = None  # a CT segmenter's per-scan outcomes
+    scan_of_case: NDArray[np.int64] | None = None  # -1: the case has no scan
 
 
 def cluster_identifiers(cases: Sequence[Case], protocol: Protocol) -> NDArray[np.str_] | None:
@@ -170,7 +175,12 @@ def _figures(
                 metrics[name] = Estimate(metrics[name].value, low, high)
     group_labels = labels[members]
     if 0 < group_labels.sum() < group_labels.size:
-        auroc = delong_auroc(probabilities[members], group_labels, protocol.confidence)
+        if data.clusters is not None and np.unique(data.clusters[members]).size > 1:
+            auroc = obuchowski_auroc(
+                probabilities[members], group_labels, data.clusters[members], protocol.confidence
+            )
+        else:
+            auroc = delong_auroc(probabilities[members], group_labels, protocol.confidence)
         metrics["auroc"] = Estimate(auroc.value, auroc.ci_low, auroc.ci_high)
     else:
         metrics["auroc"] = Estimate(math.nan, 0.0, 1.0)
@@ -191,24 +201,70 @@ def _figures(
         "npv": counts.tn + counts.fn,
         "auroc": counts.n,
     }
+    segmentation = _segmentation(members, data, protocol)
+    if segmentation is not None:
+        metrics |= segmentation.metrics
+        denominators |= segmentation.denominators
     acceptance: dict[str, Verdict] = {}
     for criterion, bound in protocol.acceptance.items():
-        name = criterion.removesuffix("_lower_ci_min")
-        figure = metrics[name]
-        too_few = denominators[name] < protocol.minimum_subgroup_size
-        if underpowered or too_few or math.isnan(figure.value):
+        name, upper = criterion_figure(criterion)
+        figure = metrics.get(name)
+        too_few = denominators.get(name, 0) < protocol.minimum_subgroup_size
+        if figure is None or underpowered or too_few or math.isnan(figure.value):
             acceptance[criterion] = Verdict.NOT_JUDGED
+        elif upper:
+            acceptance[criterion] = Verdict.PASS if figure.ci_high <= bound else Verdict.FAIL
         else:
             acceptance[criterion] = Verdict.PASS if figure.ci_low >= bound else Verdict.FAIL
-    return GroupFigures(column, value, counts, metrics, differences, underpowered, acceptance)
+    return GroupFigures(
+        column,
+        value,
+        counts,
+        metrics,
+        differences,
+        underpowered,
+        acceptance,
+        None if segmentation is None else segmentation.counts,
+    )
 
 
-def evaluate(cases: Sequence[Case], protocol: Protocol) -> list[GroupFigures]:
+def _segmentation(
+    members: NDArray[np.bool_], data: _Columns, protocol: Protocol
+) -> SegmentationFigures | None:
+    if data.scans is None or data.scan_of_case is None:
+        return None
+    scan_members = np.zeros(len(data.scans.study_instance_uids), dtype=bool)
+    scan_members[data.scan_of_case[members & (data.scan_of_case >= 0)]] = True
+    clusters = None
+    if data.clusters is not None:
+        clusters = np.full(scan_members.size, "", dtype=object)
+        has_scan = data.scan_of_case >= 0
+        clusters[data.scan_of_case[has_scan]] = data.clusters[has_scan]
+        clusters = clusters.astype(str)
+    return segmentation_figures(
+        data.scans,
+        scan_members,
+        clusters,
+        max_false_positives_per_scan=protocol.max_false_positives_per_scan,
+        confidence=protocol.confidence,
+    )
+
+
+def _scan_of_case(cases: Sequence[Case], scans: ScanFigures) -> NDArray[np.int64]:
+    index = {uid: i for i, uid in enumerate(scans.study_instance_uids)}
+    return np.array([index.get(c.study_instance_uid, -1) for c in cases], dtype=np.int64)
+
+
+def evaluate(
+    cases: Sequence[Case], protocol: Protocol, scans: ScanFigures | None = None
+) -> list[GroupFigures]:
     """Return the figures of the whole set, then of every subgroup and intersection.
 
     Subgroups come in the protocol's column order, values sorted; intersections
     after them, named like ``site x manufacturer_model`` with values joined by
-    `` x ``.
+    `` x ``. With ``scans`` (a CT segmenter's per-scan outcomes, matched to cases
+    by StudyInstanceUID), each group also gets the segmentation and detection
+    figures of its scans (:mod:`validation.segmentation`), judged like the others.
 
     Raises
     ------
@@ -223,6 +279,8 @@ def evaluate(cases: Sequence[Case], protocol: Protocol) -> list[GroupFigures]:
         flagged=np.array([c.flagged for c in cases], dtype=np.int64),
         probabilities=np.array([c.probability for c in cases], dtype=np.float64),
         clusters=clusters,
+        scans=scans,
+        scan_of_case=None if scans is None else _scan_of_case(cases, scans),
     )
     everyone = np.ones(len(cases), dtype=bool)
     results = [_figures(OVERALL, "all", everyone, data, protocol)]

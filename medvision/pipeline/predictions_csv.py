@@ -1,4 +1,4 @@
-"""The predictions CSV of ``medvision predict``: one row per study and finding.
+"""The predictions CSV of ``medvision predict`` (one row per study and finding), and CT candidates.
 
 The format is documented in ``docs/predictions.md``. Probabilities and
 thresholds are written with Python's shortest round-trip ``repr``, so the
@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from medvision.inference.scoring import Location
 from medvision.pipeline.results import AnalysisRun
 
 #: The columns, in order (the last three identify the model).
@@ -57,10 +58,52 @@ def prediction_rows(run: AnalysisRun) -> list[dict[str, str]]:
 
 def write_predictions(run: AnalysisRun, path: Path) -> int:
     """Write the predictions CSV (creating its folder); return the number of rows written."""
-    rows = prediction_rows(run)
+    return _write(path, PREDICTION_COLUMNS, prediction_rows(run))
+
+
+def _write(path: Path, columns: tuple[str, ...], rows: list[dict[str, str]]) -> int:
+    """Write ``rows`` under a header of ``columns`` (creating the folder); return their count."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=PREDICTION_COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
     return len(rows)
+
+
+#: Columns of the nodule-candidates CSV (the LUNA16 format; Setio et al. 2017).
+DETECTION_COLUMNS: tuple[str, ...] = ("seriesuid", "coordX", "coordY", "coordZ", "probability")
+
+
+def _score(location: Location) -> float:
+    if location.score is None:
+        raise ValueError(f"a nodule candidate of series {location.referenced_uid} has no score")
+    return float(location.score)
+
+
+def write_detections(run: AnalysisRun, path: Path) -> int:
+    """Write the CT nodule candidates of ``run`` in the LUNA16 format; return the rows written.
+
+    One row per located CT finding component: the series, its centre in patient
+    coordinates (LPS, mm) and its score. Only findings with a mask (the CT
+    segmenter's) contribute; the header is written even when there is no candidate.
+
+    Raises
+    ------
+    ValueError
+        If a candidate has no score.
+    """
+    rows = [
+        {
+            "seriesuid": location.referenced_uid,
+            "coordX": repr(float(location.centre[0])),
+            "coordY": repr(float(location.centre[1])),
+            "coordZ": repr(float(location.centre[2])),
+            "probability": repr(_score(location)),
+        }
+        for result in run.results
+        for finding in result.findings
+        if finding.mask is not None
+        for location in finding.locations
+    ]
+    return _write(path, DETECTION_COLUMNS, rows)

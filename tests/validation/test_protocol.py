@@ -108,3 +108,45 @@ def test_a_finding_without_a_modality_is_one_problem_not_a_crash() -> None:
         parse_protocol(
             "name: x\nmodality: xray\nfinding: nodule\nacceptance: {npv_lower_ci_min: 0.9}\n"
         )
+
+
+CT = """
+name: ct
+modality: ct
+finding: nodule
+max_false_positives_per_scan: 0.5
+min_nodule_diameter_mm: 4
+acceptance:
+  dice_lower_ci_min: 0.7
+  hd95_mm_upper_ci_max: 5
+  detection_sensitivity_lower_ci_min: 0.9
+"""
+
+
+def test_a_ct_protocol_bounds_the_segmenter_and_sets_the_froc_reading() -> None:
+    protocol = parse_protocol(CT)
+    assert (protocol.max_false_positives_per_scan, protocol.min_nodule_diameter_mm) == (0.5, 4.0)
+    assert protocol.acceptance["hd95_mm_upper_ci_max"] == 5.0
+    defaults = parse_protocol(GOOD)
+    assert (defaults.max_false_positives_per_scan, defaults.min_nodule_diameter_mm) == (1.0, 6.0)
+
+
+def test_segmenter_criteria_and_keys_belong_to_ct_and_their_values_are_checked() -> None:
+    with pytest.raises(ProtocolError) as raised:
+        parse_protocol(
+            GOOD.replace("acceptance:", "max_false_positives_per_scan: 1\nacceptance:")
+            + "  dice_lower_ci_min: 0.5\n"
+        )
+    message = str(raised.value)
+    assert "max_false_positives_per_scan: applies to CT protocols only" in message
+    assert "acceptance: dice_lower_ci_min applies to CT protocols only" in message
+    with pytest.raises(ProtocolError) as raised:
+        parse_protocol(
+            CT.replace("hd95_mm_upper_ci_max: 5", "hd95_mm_upper_ci_max: -1")
+            .replace("max_false_positives_per_scan: 0.5", "max_false_positives_per_scan: 0")
+            .replace("min_nodule_diameter_mm: 4", "min_nodule_diameter_mm: many")
+        )
+    message = str(raised.value)
+    assert "acceptance.hd95_mm_upper_ci_max: expected mm above 0, got -1" in message
+    assert "max_false_positives_per_scan: expected a positive number, got 0" in message
+    assert "min_nodule_diameter_mm: expected mm of 0 or more, got 'many'" in message

@@ -201,3 +201,45 @@ def test_every_pdf_page_renders_with_pdftoppm_and_shows_something(
         with Image.open(page_file) as image:
             pixels = np.asarray(image.convert("L"))
         assert pixels.min() < 128 < pixels.max()  # ink on paper: no page is blank
+
+
+def test_the_report_names_the_model_the_splits_and_the_reliability_bins(tmp_path: Path) -> None:
+    rows, scores = _rows_and_scores(size=300)
+    rows = [replace(row, split="train" if index < 30 else "test") for index, row in enumerate(rows)]
+    manifest, predictions = _write_inputs(tmp_path, rows, scores)
+    with predictions.open() as handle:
+        lines = list(csv.reader(handle))
+    with predictions.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*lines[0], "model_name", "model_version", "weights_sha256"])
+        for index, line in enumerate(lines[1:]):
+            # Two models: a re-run of 10 studies with other weights would mix them.
+            identity = (
+                ["cxr-densenet", "1.0", "b" * 64]
+                if index < 10
+                else ["cxr-densenet", "1.0", "a" * 64]
+            )
+            writer.writerow([*line, *identity])
+    (tmp_path / "p.yaml").write_text(PROTOCOL)
+    arguments = ["validate", "--predictions", str(predictions), "--manifest", str(manifest)]
+    main([*arguments, "--protocol", str(tmp_path / "p.yaml"), "--out", str(tmp_path / "r")])
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["models"] == [
+        {"name": "cxr-densenet", "version": "1.0", "weights_sha256": "a" * 64, "rows": 290},
+        {"name": "cxr-densenet", "version": "1.0", "weights_sha256": "b" * 64, "rows": 10},
+    ]
+    assert report["data"]["splits"] == {"test": 270, "train": 30}
+    assert (
+        report["data"]["reference_standard"]
+        == "the manifest's 'nodule' column (1 present, 0 absent)"
+    )
+    warnings = "\n".join(report["warnings"])
+    assert "30 cases come from splits used to develop the model (30 from 'train')" in warnings
+    assert "the predictions name 2 different models" in warnings
+    for group in [report["overall"], *report["subgroups"]["site"].values()]:
+        bins = group["calibration"]["reliability"]
+        assert sum(b["count"] for b in bins) == group["n"]
+        assert all(b["lower"] <= b["mean_predicted"] <= b["upper"] for b in bins)
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert "a" * 64 in page
+    assert "Some cases are NOT independent of the model" in page

@@ -16,6 +16,7 @@ from fairlearn.metrics import (
 from sklearn.metrics import recall_score, roc_auc_score
 from statsmodels.stats.proportion import proportion_confint
 
+from validation.auroc import delong_auroc, obuchowski_auroc
 from validation.protocol import parse_protocol
 from validation.subgroups import OVERALL, UNKNOWN, Case, Verdict, age_band, evaluate
 
@@ -166,13 +167,18 @@ def test_per_group_sensitivity_specificity_and_auroc_equal_fairlearn_s_metric_fr
         assert flagged_share == pytest.approx(row["selection"], abs=1e-12)
 
 
-def test_repeated_patients_widen_the_intervals_when_the_protocol_clusters() -> None:
-    base = _cases(seed=6, size=600)
-    protocol = parse_protocol(PROTOCOL + "cluster: patient_id\n")
+def _each_patient_twice(seed: int, size: int) -> tuple[list[Case], list[Case]]:
+    """Return cases with one per patient, and the same cases with each patient's twice."""
     once = [
-        replace(c, attributes={**c.attributes, "patient_id": f"P{i}"}) for i, c in enumerate(base)
+        replace(c, attributes={**c.attributes, "patient_id": f"P{i}"})
+        for i, c in enumerate(_cases(seed=seed, size=size))
     ]
-    twice = once + [replace(c, study_instance_uid=c.study_instance_uid + "b") for c in once]
+    return once, once + [replace(c, study_instance_uid=c.study_instance_uid + "b") for c in once]
+
+
+def test_repeated_patients_widen_the_intervals_when_the_protocol_clusters() -> None:
+    once, twice = _each_patient_twice(seed=6, size=600)
+    protocol = parse_protocol(PROTOCOL + "cluster: patient_id\n")
     single = evaluate(once, protocol)[0].metrics["sensitivity"]
     plain = evaluate(twice, parse_protocol(PROTOCOL))[0].metrics["sensitivity"]
     clustered = evaluate(twice, protocol)[0].metrics["sensitivity"]
@@ -187,3 +193,25 @@ def test_repeated_patients_widen_the_intervals_when_the_protocol_clusters() -> N
     width = clustered.ci_high - clustered.ci_low
     assert width > 1.25 * (plain.ci_high - plain.ci_low)
     assert width == pytest.approx(single.ci_high - single.ci_low, rel=0.2)
+
+
+def test_repeated_patients_give_the_auroc_obuchowskis_interval() -> None:
+    once, twice = _each_patient_twice(seed=7, size=400)
+    protocol = parse_protocol(PROTOCOL + "cluster: patient_id\n")
+    clustered = evaluate(twice, protocol)[0].metrics["auroc"]
+    expected = obuchowski_auroc(
+        [c.probability for c in twice],
+        [c.label for c in twice],
+        [str(c.attributes["patient_id"]) for c in twice],
+    )
+    assert (clustered.value, clustered.ci_low, clustered.ci_high) == (
+        expected.value,
+        expected.ci_low,
+        expected.ci_high,
+    )
+    # The copies add no information: the interval is that of the patients counted once.
+    single = delong_auroc([c.probability for c in once], [c.label for c in once])
+    width = clustered.ci_high - clustered.ci_low
+    assert width == pytest.approx(single.ci_high - single.ci_low, rel=0.05)
+    plain = evaluate(twice, parse_protocol(PROTOCOL))[0].metrics["auroc"]
+    assert plain.ci_high - plain.ci_low < 0.8 * width
