@@ -160,7 +160,11 @@ def _manifest(args: argparse.Namespace) -> int:
 
 
 def _baseline(args: argparse.Namespace) -> int:
-    from medvision.baseline.naive import evaluate_naive_baseline, format_baseline
+    from medvision.baseline.naive import (
+        evaluate_naive_baseline,
+        format_baseline,
+        write_baseline_predictions,
+    )
     from medvision.data.manifest import read_manifest
 
     if not args.manifest.exists():
@@ -168,6 +172,9 @@ def _baseline(args: argparse.Namespace) -> int:
     rows = read_manifest(args.manifest)
     results = evaluate_naive_baseline(rows, args.manifest, progress=not args.no_progress)
     print(format_baseline(results))
+    if args.predictions_out is not None:
+        written = write_baseline_predictions(results, rows, args.predictions_out)
+        print(f"wrote {written} test-split predictions to {args.predictions_out}")
     return EXIT_OK
 
 
@@ -613,6 +620,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train and test the naive baseline on a manifest's train/test splits.",
     )
     baseline.add_argument("--manifest", type=Path, required=True)
+    baseline.add_argument(
+        "--predictions-out",
+        type=Path,
+        help="also write the test-split scores as a predictions CSV (for medvision validate)",
+    )
     baseline.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     baseline.set_defaults(handler=_baseline)
 

@@ -8,7 +8,7 @@ modality a floor to beat.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +20,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
+from medvision import __version__
 from medvision.data.manifest import ManifestRow, resolve
 from medvision.dicom.reading import iter_files, pixel_values, read_instance
 from medvision.modality import FINDINGS, Modality, mammography_view_rank
+from medvision.pipeline.predictions_csv import PREDICTION_COLUMNS, write_rows
 
 #: Side of the down-sampled image (and of the CT volume).
 SIDE = 32
@@ -40,6 +42,7 @@ class BaselineResult:
     train_studies: int
     test_studies: int
     test_positives: int
+    test_scores: dict[str, float] = field(default_factory=dict)  # by StudyInstanceUID
 
 
 def _normalise(values: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -143,6 +146,10 @@ def evaluate_naive_baseline(
                     train_studies=len(train_rows),
                     test_studies=len(test_rows),
                     test_positives=int(y_test.sum()),
+                    test_scores={
+                        row.study_instance_uid: float(score)
+                        for row, score in zip(test_rows, scores, strict=True)
+                    },
                 )
             )
     return results
@@ -157,3 +164,45 @@ def format_baseline(results: Sequence[BaselineResult]) -> str:
             f"{r.test_studies:>5} {r.test_positives:>5}"
         )
     return "\n".join(lines)
+
+
+#: Model name of the baseline's rows in a predictions CSV.
+BASELINE_NAME = "naive-baseline"
+#: The baseline's decision threshold on its (uncalibrated) score.
+BASELINE_THRESHOLD = 0.5
+
+
+def write_baseline_predictions(
+    results: Sequence[BaselineResult], rows: Sequence[ManifestRow], path: Path
+) -> int:
+    """Write the baseline's test-split scores as a predictions CSV; return the rows written.
+
+    The format is ``medvision predict``'s (``docs/predictions.md``), so that
+    ``medvision validate`` judges the baseline like any model. The score is the
+    class-balanced logistic regression's output, not a calibrated probability;
+    ``flagged`` is ``score >= 0.5``; the weights column is empty (the baseline is
+    refitted on every run and not stored).
+    """
+    by_uid = {row.study_instance_uid: row for row in rows}
+    cells = []
+    for result in results:
+        for uid, score in result.test_scores.items():
+            row = by_uid[uid]
+            cells.append(
+                {
+                    "study_instance_uid": uid,
+                    "finding": result.finding,
+                    "probability": repr(score),
+                    "threshold": repr(BASELINE_THRESHOLD),
+                    "flagged": "1" if score >= BASELINE_THRESHOLD else "0",
+                    "site": row.site,
+                    "manufacturer": row.manufacturer,
+                    "manufacturer_model": row.manufacturer_model,
+                    "sex": row.sex,
+                    "age": "" if row.age is None else str(row.age),
+                    "model_name": BASELINE_NAME,
+                    "model_version": __version__,
+                    "weights_sha256": "",
+                }
+            )
+    return write_rows(path, PREDICTION_COLUMNS, cells)

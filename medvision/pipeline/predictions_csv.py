@@ -58,10 +58,10 @@ def prediction_rows(run: AnalysisRun) -> list[dict[str, str]]:
 
 def write_predictions(run: AnalysisRun, path: Path) -> int:
     """Write the predictions CSV (creating its folder); return the number of rows written."""
-    return _write(path, PREDICTION_COLUMNS, prediction_rows(run))
+    return write_rows(path, PREDICTION_COLUMNS, prediction_rows(run))
 
 
-def _write(path: Path, columns: tuple[str, ...], rows: list[dict[str, str]]) -> int:
+def write_rows(path: Path, columns: tuple[str, ...], rows: list[dict[str, str]]) -> int:
     """Write ``rows`` under a header of ``columns`` (creating the folder); return their count."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as handle:
@@ -106,4 +106,4 @@ def write_detections(run: AnalysisRun, path: Path) -> int:
         if finding.mask is not None
         for location in finding.locations
     ]
-    return _write(path, DETECTION_COLUMNS, rows)
+    return write_rows(path, DETECTION_COLUMNS, rows)
