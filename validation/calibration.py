@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from scipy.special import expit
 
 from medvision.calibration.metrics import binary_scores_and_labels
 
@@ -48,7 +49,7 @@ def _newton(
     coefficients = np.zeros(design.shape[1])
     for _ in range(iterations):
         eta = design @ coefficients + offset
-        mean = 1.0 / (1.0 + np.exp(-eta))
+        mean = expit(eta)  # no overflow warning for very confident predictions
         weights = mean * (1.0 - mean)
         gradient = design.T @ (labels - mean)
         hessian = design.T @ (design * weights[:, None])

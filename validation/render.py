@@ -540,28 +540,41 @@ SEGMENTATION_METHODS = (
 NOT_JUDGED_TEXT_COLOUR = "#9a5b00"
 
 
+def _line_colour(line: str) -> str:
+    if line.startswith("FAIL"):
+        return FAIL_COLOUR
+    if line.startswith("NOT JUDGED"):
+        return NOT_JUDGED_TEXT_COLOUR
+    return "black"
+
+
+#: Lowest text position on a page (figure fraction) before the text goes on overleaf.
+PAGE_BOTTOM = 0.05
+
+
 def _text_page(pdf: PdfPages, title: str, lines: Sequence[str]) -> None:
-    figure = plt.figure(figsize=(8.27, 11.69))
-    y = 0.95
-    for part in textwrap.wrap(title, 60):
-        figure.text(0.06, y, part, fontsize=13, weight="bold")
-        y -= 0.025
-    y -= 0.01
-    for line in lines:
-        colour = (
-            FAIL_COLOUR
-            if line.startswith("FAIL")
-            else NOT_JUDGED_TEXT_COLOUR
-            if line.startswith("NOT JUDGED")
-            else "black"
-        )
-        for part in textwrap.wrap(line, 105, subsequent_indent="    ") or [""]:
+    """Write ``lines`` under ``title`` on as many A4 pages as they need."""
+    wrapped = [
+        (part, _line_colour(line))
+        for line in lines
+        for part in textwrap.wrap(line, 105, subsequent_indent="    ") or [""]
+    ]
+    page = 0
+    while wrapped or page == 0:
+        figure = plt.figure(figsize=(8.27, 11.69))
+        y = 0.95
+        heading = title if page == 0 else f"{title} (continued)"
+        for part in textwrap.wrap(heading, 60):
+            figure.text(0.06, y, part, fontsize=13, weight="bold")
+            y -= 0.025
+        y -= 0.01
+        while wrapped and y >= PAGE_BOTTOM:
+            part, colour = wrapped.pop(0)
             figure.text(0.06, y, part, fontsize=8.5, color=colour)
             y -= 0.018
-        if y < 0.04:
-            break
-    pdf.savefig(figure)  # type: ignore[no-untyped-call]
-    plt.close(figure)
+        pdf.savefig(figure)  # type: ignore[no-untyped-call]
+        plt.close(figure)
+        page += 1
 
 
 def _table_page(
@@ -577,12 +590,37 @@ def _table_page(
 ) -> None:
     if rows is None:
         rows, classes = _results_rows(report)
+    for start in range(0, max(len(rows), 1), TABLE_ROWS_PER_PAGE):
+        _table_sheet(
+            pdf,
+            rows[start : start + TABLE_ROWS_PER_PAGE],
+            list(classes[start : start + TABLE_ROWS_PER_PAGE]),
+            header,
+            title if start == 0 else f"{title} (continued)",
+            footnote,
+            widths,
+        )
+
+
+#: Table rows on one landscape A4 page.
+TABLE_ROWS_PER_PAGE = 34
+
+
+def _table_sheet(
+    pdf: PdfPages,
+    rows: Sequence[Sequence[str]],
+    classes: Sequence[str],
+    header: Sequence[str],
+    title: str,
+    footnote: str,
+    widths: Sequence[float],
+) -> None:
     figure = plt.figure(figsize=(11.69, 8.27))
     axes = figure.add_axes((0.02, 0.06, 0.96, 0.86))
     axes.axis("off")
     figure.text(0.02, 0.95, title, fontsize=12, weight="bold")
     for index, part in enumerate(textwrap.wrap(footnote, 190)):
-        figure.text(0.02, 0.045 - 0.015 * index, part, fontsize=7)
+        figure.text(0.02, 0.05 - 0.013 * index, part, fontsize=7)
     columns = len(header)
     cells = [[_short(r[0]), *r[1:columns]] for r in rows]
     table = axes.table(

@@ -243,3 +243,35 @@ def test_the_report_names_the_model_the_splits_and_the_reliability_bins(tmp_path
     page = (tmp_path / "r" / "report.html").read_text()
     assert "a" * 64 in page
     assert "Some cases are NOT independent of the model" in page
+
+
+@pytest.mark.skipif(
+    shutil.which("pdftotext") is None, reason="needs poppler-utils (scripts/setup.sh)"
+)
+def test_long_text_and_tables_go_on_overleaf_instead_of_being_cut(tmp_path: Path) -> None:
+    from validation.render import TABLE_ROWS_PER_PAGE, write_pdf
+
+    rows, scores = _rows_and_scores(size=300)
+    cases = _cases(rows, scores)
+    protocol = parse_protocol(PROTOCOL)
+    report = build_report(
+        evaluate(cases, protocol),
+        ValidationInputs(cases),
+        protocol,
+        predictions_sha256="p",
+        manifest_sha256="m",
+    )
+    report["warnings"] += [f"warning number {index}" for index in range(120)]
+    values = {f"value {index}": report["overall"] for index in range(TABLE_ROWS_PER_PAGE + 5)}
+    report["subgroups"]["many"] = values  # more groups than one table page holds
+    write_pdf(report, cases, tmp_path / "r.pdf")
+    text = subprocess.run(
+        ["pdftotext", "-layout", str(tmp_path / "r.pdf"), "-"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "warning number 119" in text  # the last line of the text made it
+    assert "Validation report: report test (continued)" in text
+    assert "Results by subgroup (red rows fail a criterion) (continued)" in text
+    assert f"value {TABLE_ROWS_PER_PAGE + 4}" in text
