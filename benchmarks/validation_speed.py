@@ -7,9 +7,12 @@ devices, 2 sexes), one site x device intersection, and times
 tables, Wilson intervals, PPV and NPV at an intended-use prevalence, DeLong AUROC
 intervals, Newcombe differences from the rest, and acceptance; then the report
 (:func:`validation.report.build_report`, with calibration per group) and its HTML
-and PDF renderings (into a temporary folder). Usage::
+and PDF renderings (into a temporary folder). With ``--studies-per-patient 2`` the
+patients repeat and the protocol clusters by patient, so every interval resamples
+patients (1,000 cluster-bootstrap resamples) or, for the AUROC, uses Obuchowski's
+variance. Usage::
 
-    python benchmarks/validation_speed.py [--cases 100000] [--seed 0]
+    python benchmarks/validation_speed.py [--cases 100000] [--seed 0] [--studies-per-patient 1]
 """
 
 from __future__ import annotations
@@ -46,6 +49,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cases", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--studies-per-patient",
+        type=int,
+        default=1,
+        help="above 1, patients repeat and the protocol clusters by patient: every interval "
+        "then resamples patients (bootstrap) or uses Obuchowski's AUROC variance",
+    )
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     labels = (rng.random(args.cases) < 0.3).astype(int)
@@ -60,12 +70,18 @@ def main() -> None:
             int(labels[i]),
             float(probabilities[i]),
             int(probabilities[i] >= 0.5),
-            {"site": sites[i], "manufacturer_model": devices[i], "sex": sexes[i]},
+            {
+                "site": sites[i],
+                "manufacturer_model": devices[i],
+                "sex": sexes[i],
+                "patient_id": f"P{i // args.studies_per_patient}",
+            },
         )
         for i in range(args.cases)
     ]
     built = time.perf_counter()
-    protocol = parse_protocol(PROTOCOL)
+    clustered = args.studies_per_patient > 1
+    protocol = parse_protocol(PROTOCOL + ("cluster: patient_id\n" if clustered else ""))
     groups = evaluate(cases, protocol)
     done = time.perf_counter()
     inputs = ValidationInputs(cases)
@@ -82,6 +98,7 @@ def main() -> None:
         f"figures in {done - built:.2f} s, report data in {reported - done:.2f} s, "
         f"JSON, HTML and PDF in {rendered - reported:.2f} s; "
         f"{rendered - start:.2f} s in all"
+        + (f" (clustered: {args.studies_per_patient} studies per patient)" if clustered else "")
     )
 
 

@@ -146,18 +146,35 @@ def binary_metrics(
         "npv": proportion(counts.tn, counts.tn + counts.fn, method, confidence),
     }
     if intended_prevalence is not None:
-        if not 0.0 < intended_prevalence < 1.0:
-            raise ValueError(
-                f"the intended-use prevalence must be in (0, 1), got {intended_prevalence}"
-            )
-        sensitivity, specificity = metrics["sensitivity"], metrics["specificity"]
-        for name, rule in (("ppv", _ppv), ("npv", _npv)):
-            metrics[f"{name}_at_intended_prevalence"] = Estimate(
-                rule(sensitivity.value, specificity.value, intended_prevalence),
-                rule(sensitivity.ci_low, specificity.ci_low, intended_prevalence),
-                rule(sensitivity.ci_high, specificity.ci_high, intended_prevalence),
-            )
+        metrics |= at_intended_prevalence(
+            metrics["sensitivity"], metrics["specificity"], intended_prevalence
+        )
     return metrics
+
+
+def at_intended_prevalence(
+    sensitivity: Estimate, specificity: Estimate, prevalence: float
+) -> dict[str, Estimate]:
+    """Return ``ppv_at_intended_prevalence`` and ``npv_at_intended_prevalence``.
+
+    By Bayes' rule, with the interval at the corners of the sensitivity and
+    specificity intervals (see the module docstring).
+
+    Raises
+    ------
+    ValueError
+        If the prevalence is outside (0, 1).
+    """
+    if not 0.0 < prevalence < 1.0:
+        raise ValueError(f"the intended-use prevalence must be in (0, 1), got {prevalence}")
+    return {
+        f"{name}_at_intended_prevalence": Estimate(
+            rule(sensitivity.value, specificity.value, prevalence),
+            rule(sensitivity.ci_low, specificity.ci_low, prevalence),
+            rule(sensitivity.ci_high, specificity.ci_high, prevalence),
+        )
+        for name, rule in (("ppv", _ppv), ("npv", _npv))
+    }
 
 
 def proportion_difference(

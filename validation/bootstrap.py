@@ -7,16 +7,23 @@ clusters (a cluster drawn twice counts twice), and returns the percentile
 interval (Davison and Hinkley 1997, section 3.8). With one case per cluster it is
 the ordinary bootstrap. Resamples on which the statistic is undefined (NaN, e.g.
 no positive case drawn) are dropped and counted.
+
+For the many proportions of a validation report (sensitivity, specificity, PPV,
+NPV of every group, and each subgroup's difference from the rest),
+:func:`cluster_bootstrap_ratios` evaluates every ratio on one shared set of patient
+resamples with a sparse product per chunk, which keeps 100,000 clustered cases in
+27 groups to seconds.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from scipy import sparse
 
 Statistic = Callable[[NDArray[np.float64], NDArray[np.int64]], float]
 
@@ -100,44 +107,100 @@ def cluster_bootstrap(
     )
 
 
-def cluster_proportion_interval(
-    successes: ArrayLike,
+@dataclass(frozen=True)
+class Ratio:
+    """A ratio statistic ``sum(numerator) / sum(denominator)`` over the cases of a set.
+
+    Both are per-case values over *all* cases of the bootstrap (zero for the cases
+    the ratio does not involve): a proportion's numerator is 1 for each success and
+    its denominator 1 for each trial.
+    """
+
+    numerator: NDArray[np.float64]
+    denominator: NDArray[np.float64]
+
+
+def cluster_bootstrap_ratios(
+    ratios: Sequence[Ratio],
     clusters: ArrayLike,
     *,
     resamples: int = 1000,
-    confidence: float = 0.95,
     seed: int = 0,
     chunk: int = 100,
-) -> tuple[float, float]:
-    """Return a cluster-bootstrap percentile interval of a proportion, fast.
+) -> NDArray[np.float64]:
+    """Return ``(resamples, len(ratios))`` ratios, all on the same cluster-bootstrap resamples.
 
-    ``successes`` holds one 0/1 outcome per trial (e.g. detected, for each case with
-    the finding) and ``clusters`` its cluster (patient). Each resample draws the
-    clusters with replacement (multinomial counts, in chunks of ``chunk``
-    resamples), and the proportion is the drawn clusters' successes over their
-    trials. With one trial per cluster it is the ordinary bootstrap of a proportion.
+    Each resample draws as many clusters as there are, with replacement, from all
+    of them (a cluster drawn twice counts twice), and every ratio is the drawn
+    clusters' numerator over their denominator — NaN where that is zero. Drawing
+    once for every ratio makes a set of many groups and figures fast (one sparse
+    product per chunk of ``chunk`` resamples), and keeps the joint distribution of
+    two ratios (a subgroup and the rest of the set) for their difference.
 
     Raises
     ------
     ValueError
-        If the lengths differ or there is no trial.
+        If a ratio's arrays do not have one value per cluster identifier, or
+        ``resamples`` is below 1.
     """
-    outcome = np.asarray(successes, dtype=np.float64).ravel()
-    groups = np.asarray(clusters).ravel()
-    if outcome.size != groups.size:
-        raise ValueError(f"{outcome.size} outcomes but {groups.size} cluster identifiers")
-    if outcome.size == 0:
-        raise ValueError("a proportion's interval needs at least one trial")
-    _, index = np.unique(groups, return_inverse=True)
-    per_cluster_successes = np.bincount(index, weights=outcome)
-    per_cluster_trials = np.bincount(index).astype(np.float64)
-    count = per_cluster_trials.size
+    identifiers = np.asarray(clusters).ravel()
+    if resamples < 1:
+        raise ValueError(f"resamples must be at least 1, got {resamples}")
+    for ratio in ratios:
+        if not ratio.numerator.size == ratio.denominator.size == identifiers.size:
+            raise ValueError(
+                f"{ratio.numerator.size} numerators and {ratio.denominator.size} denominators "
+                f"for {identifiers.size} cluster identifiers"
+            )
+    _, index = np.unique(identifiers, return_inverse=True)
+    count = int(index.max()) + 1 if index.size else 0
+    columns = len(ratios)
+    sums = []
+    for part in ("numerator", "denominator"):
+        values = np.concatenate([getattr(r, part) for r in ratios]) if ratios else np.zeros(0)
+        rows = np.repeat(np.arange(columns), identifiers.size)
+        cluster = np.tile(index, columns)
+        nonzero = values != 0
+        sums.append(
+            sparse.csr_matrix(
+                (values[nonzero], (rows[nonzero], cluster[nonzero])), shape=(columns, count)
+            )
+        )
     rng = np.random.default_rng(seed)
-    ratios = []
-    for start in range(0, resamples, chunk):
-        size = min(chunk, resamples - start)
-        weights = rng.multinomial(count, np.full(count, 1.0 / count), size=size)
-        ratios.append((weights @ per_cluster_successes) / (weights @ per_cluster_trials))
+    result = np.empty((resamples, columns), dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for start in range(0, resamples, chunk):
+            size = min(chunk, resamples - start)
+            weights = np.stack(
+                [np.bincount(rng.integers(0, count, count), minlength=count) for _ in range(size)]
+            ).astype(np.float64)
+            numerators = np.asarray(sums[0] @ weights.T).T
+            denominators = np.asarray(sums[1] @ weights.T).T
+            result[start : start + size] = numerators / denominators
+    return result
+
+
+def percentile_interval(draws: ArrayLike, confidence: float = 0.95) -> tuple[float, float]:
+    """Return the percentile interval of bootstrap draws, leaving out NaN (undefined) ones.
+
+    Raises
+    ------
+    ValueError
+        If no draw is defined or the confidence is outside (0, 1).
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be strictly between 0 and 1, got {confidence}")
+    values = np.asarray(draws, dtype=np.float64).ravel()
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        raise ValueError("the statistic is undefined on every bootstrap resample")
     alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(np.concatenate(ratios), [alpha, 1.0 - alpha])
+    low, high = np.quantile(values, [alpha, 1.0 - alpha])
     return float(low), float(high)
+
+
+def proportion_ratio(successes: ArrayLike, trials: ArrayLike) -> Ratio:
+    """Return the :class:`Ratio` of a proportion: ``successes`` among the ``trials`` cases."""
+    chosen = np.asarray(trials, dtype=bool).ravel()
+    outcome = np.asarray(successes, dtype=np.float64).ravel()
+    return Ratio(np.where(chosen, outcome, 0.0), chosen.astype(np.float64))

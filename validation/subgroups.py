@@ -10,15 +10,19 @@ combination of an intersection, e.g. site x device):
   (:func:`validation.binary.binary_metrics`), PPV and NPV at the intended-use
   prevalence when the protocol states one. When the protocol names a cluster
   column (``cluster: patient_id``) and some patient contributes several cases, the
-  sensitivity and specificity intervals are cluster-bootstrap percentile intervals
-  that resample patients (:func:`validation.bootstrap.cluster_proportion_interval`,
-  1,000 resamples, seed 0), since cases of one patient are not independent; a
-  case without a patient identifier is its own cluster;
+  sensitivity, specificity, PPV and NPV intervals are cluster-bootstrap percentile
+  intervals that resample patients (:func:`validation.bootstrap.cluster_bootstrap_ratios`,
+  1,000 resamples shared by every group, seed 0), since cases of one patient are
+  not independent, and PPV and NPV at the
+  intended-use prevalence are taken from those sensitivity and specificity
+  intervals; a case without a patient identifier is its own cluster;
 - AUROC with DeLong's interval (:func:`validation.auroc.delong_auroc`), where the
   group has both classes; with clustered cases (as above), Obuchowski's interval
   for clustered data (:func:`validation.auroc.obuchowski_auroc`);
 - for a subgroup, its sensitivity and specificity minus those of the rest of the
-  set, with Newcombe's interval (:func:`validation.binary.proportion_difference`);
+  set, with Newcombe's interval (:func:`validation.binary.proportion_difference`),
+  or with clustered cases the percentile interval of the difference on the same
+  patient resamples;
 - each acceptance criterion ``<figure>_lower_ci_min: bound`` passes when the
   figure's lower interval bound is at least the bound. A subgroup with fewer cases
   than ``minimum_subgroup_size`` is **underpowered**, and a criterion whose figure
@@ -36,7 +40,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -47,11 +51,17 @@ from validation.auroc import delong_auroc, obuchowski_auroc
 from validation.binary import (
     ConfusionCounts,
     Estimate,
+    at_intended_prevalence,
     binary_metrics,
     confusion_counts,
     proportion_difference,
 )
-from validation.bootstrap import cluster_proportion_interval
+from validation.bootstrap import (
+    Ratio,
+    cluster_bootstrap_ratios,
+    percentile_interval,
+    proportion_ratio,
+)
 from validation.protocol import Protocol, criterion_figure
 from validation.segmentation import ScanFigures, SegmentationFigures, segmentation_figures
 
@@ -150,29 +160,82 @@ def cluster_identifiers(cases: Sequence[Case], protocol: Protocol) -> NDArray[np
     return identifiers if np.unique(identifiers).size < identifiers.size else None
 
 
+#: The proportions whose intervals resample clusters: figure, its trials, its successes.
+_PROPORTIONS: tuple[
+    tuple[
+        str,
+        Callable[[NDArray[np.int64], NDArray[np.int64]], NDArray[np.bool_]],
+        Callable[[NDArray[np.int64], NDArray[np.int64]], NDArray[np.bool_]],
+    ],
+    ...,
+] = (
+    ("sensitivity", lambda labels, flagged: labels == 1, lambda labels, flagged: flagged == 1),
+    ("specificity", lambda labels, flagged: labels == 0, lambda labels, flagged: flagged == 0),
+    ("ppv", lambda labels, flagged: flagged == 1, lambda labels, flagged: labels == 1),
+    ("npv", lambda labels, flagged: flagged == 0, lambda labels, flagged: labels == 0),
+)
+
+
+Intervals = dict[str, tuple[float, float]]
+
+
+def _clustered_intervals(
+    groups: Sequence[tuple[str, str, NDArray[np.bool_]]], data: _Columns, protocol: Protocol
+) -> list[Intervals]:
+    """Return, per group, the cluster-bootstrap intervals of its proportions and differences.
+
+    All groups' figures come from the same 1,000 resamples of the patients
+    (:func:`validation.bootstrap.cluster_bootstrap_ratios`, seed 0): fast for many
+    groups, and each subgroup's difference from the rest is taken within a resample.
+    Keys: the proportion's name, and ``difference_<name>`` for a subgroup's
+    sensitivity and specificity minus the rest's.
+    """
+    assert data.clusters is not None  # only called for clustered cases
+    labels, flagged = data.labels, data.flagged
+    ratios: list[Ratio] = []
+    keys: list[tuple[int, str]] = []
+    for index, (column, _, members) in enumerate(groups):
+        for name, cases_of, outcome in _PROPORTIONS:
+            trials = cases_of(labels, flagged)
+            ratios.append(proportion_ratio(outcome(labels, flagged), members & trials))
+            keys.append((index, name))
+            if column != OVERALL and name in ("sensitivity", "specificity"):
+                ratios.append(proportion_ratio(outcome(labels, flagged), ~members & trials))
+                keys.append((index, f"rest_{name}"))
+    draws = cluster_bootstrap_ratios(ratios, data.clusters)
+    by_key = {key: draws[:, position] for position, key in enumerate(keys)}
+    result: list[Intervals] = [{} for _ in groups]
+    for (index, name), values in by_key.items():
+        if name.startswith("rest_"):
+            figure = name.removeprefix("rest_")
+            values = by_key[(index, figure)] - values
+            name = f"difference_{figure}"
+        if not np.isnan(values).all():
+            result[index][name] = percentile_interval(values, protocol.confidence)
+    return result
+
+
 def _figures(
     column: str,
     value: str,
     members: NDArray[np.bool_],
     data: _Columns,
     protocol: Protocol,
+    clustered: Intervals | None = None,
 ) -> GroupFigures:
     labels, flagged, probabilities = data.labels, data.flagged, data.probabilities
     counts = confusion_counts(flagged[members], labels[members])
     metrics = binary_metrics(
         counts, protocol.interval_method, protocol.confidence, protocol.intended_use_prevalence
     )
-    if data.clusters is not None:
-        for name, cases_of, outcome in (
-            ("sensitivity", labels == 1, flagged == 1),
-            ("specificity", labels == 0, flagged == 0),
-        ):
-            chosen = members & cases_of
-            if chosen.any():
-                low, high = cluster_proportion_interval(
-                    outcome[chosen], data.clusters[chosen], confidence=protocol.confidence
-                )
-                metrics[name] = Estimate(metrics[name].value, low, high)
+    if clustered is not None:
+        for name, _, _ in _PROPORTIONS:
+            if name in clustered:
+                metrics[name] = Estimate(metrics[name].value, *clustered[name])
+        if protocol.intended_use_prevalence is not None:
+            metrics |= at_intended_prevalence(
+                metrics["sensitivity"], metrics["specificity"], protocol.intended_use_prevalence
+            )
     group_labels = labels[members]
     if 0 < group_labels.sum() < group_labels.size:
         if data.clusters is not None and np.unique(data.clusters[members]).size > 1:
@@ -193,6 +256,10 @@ def _figures(
         differences["specificity"] = proportion_difference(
             counts.tn, counts.tn + counts.fp, rest.tn, rest.tn + rest.fp, protocol.confidence
         )
+        for name in ("sensitivity", "specificity"):
+            if clustered is not None and f"difference_{name}" in clustered:
+                interval = clustered[f"difference_{name}"]
+                differences[name] = Estimate(differences[name].value, *interval)
     underpowered = counts.n < protocol.minimum_subgroup_size
     denominators = {
         "sensitivity": counts.tp + counts.fn,
@@ -282,8 +349,9 @@ def evaluate(
         scans=scans,
         scan_of_case=None if scans is None else _scan_of_case(cases, scans),
     )
-    everyone = np.ones(len(cases), dtype=bool)
-    results = [_figures(OVERALL, "all", everyone, data, protocol)]
+    groups: list[tuple[str, str, NDArray[np.bool_]]] = [
+        (OVERALL, "all", np.ones(len(cases), dtype=bool))
+    ]
     columns = [(column,) for column in protocol.subgroups] + list(protocol.intersections)
     for group in columns:
         keys = [
@@ -291,6 +359,11 @@ def evaluate(
         ]
         name = " x ".join(group)
         key_array = np.array(keys, dtype=object)
-        for value in sorted(set(keys)):
-            results.append(_figures(name, value, key_array == value, data, protocol))
-    return results
+        groups += [(name, value, key_array == value) for value in sorted(set(keys))]
+    clustered: list[Intervals | None] = [None] * len(groups)
+    if clusters is not None:
+        clustered = list(_clustered_intervals(groups, data, protocol))
+    return [
+        _figures(column, value, members, data, protocol, intervals)
+        for (column, value, members), intervals in zip(groups, clustered, strict=True)
+    ]

@@ -7,9 +7,15 @@ import math
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
+from statsmodels.stats.proportion import confint_proportions_2indep
 
 from medvision.statistics import wilson_interval
-from validation.bootstrap import cluster_bootstrap, cluster_proportion_interval
+from validation.bootstrap import (
+    cluster_bootstrap,
+    cluster_bootstrap_ratios,
+    percentile_interval,
+    proportion_ratio,
+)
 
 
 def _sensitivity(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -71,17 +77,81 @@ def test_undefined_resamples_are_counted_and_bad_input_refused() -> None:
         cluster_bootstrap(_sensitivity, [0.1], [1], [1], resamples=0)
 
 
-def test_the_fast_proportion_interval_widens_for_repeated_patients_only() -> None:
+def _proportion(outcomes: np.ndarray, patients: np.ndarray) -> tuple[float, float]:
+    draws = cluster_bootstrap_ratios(
+        [proportion_ratio(outcomes, np.ones(outcomes.size))], patients, resamples=2000
+    )
+    return percentile_interval(draws[:, 0])
+
+
+def _difference(
+    outcomes: np.ndarray, group: np.ndarray, patients: np.ndarray
+) -> tuple[float, float]:
+    draws = cluster_bootstrap_ratios(
+        [proportion_ratio(outcomes, group), proportion_ratio(outcomes, ~group)], patients
+    )
+    return percentile_interval(draws[:, 0] - draws[:, 1])
+
+
+def test_the_shared_resamples_widen_a_proportion_for_repeated_patients_only() -> None:
     rng = np.random.default_rng(3)
     outcomes = (rng.random(300) < 0.8).astype(int)
     patients = np.arange(300)
-    low, high = cluster_proportion_interval(outcomes, patients, resamples=2000)
+    low, high = _proportion(outcomes, patients)
     wilson = wilson_interval(int(outcomes.sum()), 300)
     assert high - low == pytest.approx(wilson[1] - wilson[0], rel=0.12)
     twice = np.r_[outcomes, outcomes]
     naive = wilson_interval(int(twice.sum()), 600)
-    low2, high2 = cluster_proportion_interval(twice, np.r_[patients, patients], resamples=2000)
+    low2, high2 = _proportion(twice, np.r_[patients, patients])
     assert high2 - low2 == pytest.approx(high - low, rel=0.12)  # 300 patients, not 600 cases
     assert high2 - low2 > 1.25 * (naive[1] - naive[0])
-    with pytest.raises(ValueError, match="at least one trial"):
-        cluster_proportion_interval([], [])
+
+
+def test_ratios_on_shared_resamples_equal_their_own_resampled_sums() -> None:
+    rng = np.random.default_rng(4)
+    patients = rng.integers(0, 30, 120)
+    successes = rng.integers(0, 2, 120).astype(float)
+    chosen = rng.random(120) < 0.6
+    draws = cluster_bootstrap_ratios(
+        [proportion_ratio(successes, chosen), proportion_ratio(successes, ~chosen)],
+        patients,
+        resamples=5,
+        seed=9,
+        chunk=2,
+    )
+    # The same draws by hand: each resample picks as many patients as there are.
+    generator = np.random.default_rng(9)
+    _, index = np.unique(patients, return_inverse=True)
+    count = int(index.max()) + 1
+    for row in draws:
+        weights = np.bincount(generator.integers(0, count, count), minlength=count)[index]
+        for column, side in enumerate((chosen, ~chosen)):
+            expected = (weights * successes * side).sum() / (weights * side).sum()
+            assert row[column] == pytest.approx(expected)
+
+
+def test_a_difference_interval_resamples_patients_on_both_sides() -> None:
+    rng = np.random.default_rng(3)
+    outcome = (rng.random(400) < np.where(np.arange(400) < 150, 0.7, 0.85)).astype(int)
+    group = np.arange(400) < 150
+    single = _difference(outcome, group, np.arange(400))
+    low, high = confint_proportions_2indep(
+        outcome[group].sum(), group.sum(), outcome[~group].sum(), (~group).sum(), method="newcomb"
+    )
+    # One trial per patient: close to Newcombe's interval.
+    assert single == pytest.approx((low, high), abs=0.02)
+    # Every patient twice: the same information, so about the same interval.
+    twice = _difference(np.tile(outcome, 2), np.tile(group, 2), np.tile(np.arange(400), 2))
+    assert twice == pytest.approx(single, abs=0.02)
+    # Counted as independent, the copies would narrow it by about 1/sqrt(2).
+    naive = _difference(np.tile(outcome, 2), np.tile(group, 2), np.arange(800))
+    assert naive[1] - naive[0] < 0.8 * (twice[1] - twice[0])
+
+
+def test_shared_resamples_refuse_mismatched_arrays_and_an_undefined_statistic() -> None:
+    with pytest.raises(ValueError, match="2 numerators and 2 denominators for 3 cluster"):
+        cluster_bootstrap_ratios([proportion_ratio([1, 0], [True, True])], ["a", "b", "c"])
+    with pytest.raises(ValueError, match="resamples must be at least 1"):
+        cluster_bootstrap_ratios([], ["a"], resamples=0)
+    with pytest.raises(ValueError, match="undefined on every bootstrap resample"):
+        percentile_interval([np.nan, np.nan])

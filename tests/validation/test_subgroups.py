@@ -17,6 +17,7 @@ from sklearn.metrics import recall_score, roc_auc_score
 from statsmodels.stats.proportion import proportion_confint
 
 from validation.auroc import delong_auroc, obuchowski_auroc
+from validation.binary import Estimate, at_intended_prevalence
 from validation.protocol import parse_protocol
 from validation.subgroups import OVERALL, UNKNOWN, Case, Verdict, age_band, evaluate
 
@@ -215,3 +216,34 @@ def test_repeated_patients_give_the_auroc_obuchowskis_interval() -> None:
     assert width == pytest.approx(single.ci_high - single.ci_low, rel=0.05)
     plain = evaluate(twice, parse_protocol(PROTOCOL))[0].metrics["auroc"]
     assert plain.ci_high - plain.ci_low < 0.8 * width
+
+
+def test_repeated_patients_widen_ppv_npv_and_the_differences_from_the_rest() -> None:
+    once, twice = _each_patient_twice(seed=8, size=600)
+    text = PROTOCOL + "cluster: patient_id\n"  # PROTOCOL's intended-use prevalence: 0.1
+    clustered = evaluate(twice, parse_protocol(text))
+    plain = evaluate(twice, parse_protocol(PROTOCOL))
+    single = evaluate(once, parse_protocol(text))  # one case per patient: not clustered
+
+    def width(estimate: Estimate) -> float:
+        return estimate.ci_high - estimate.ci_low
+
+    for name in ("ppv", "npv"):
+        assert clustered[0].metrics[name].value == plain[0].metrics[name].value
+        assert width(clustered[0].metrics[name]) > 1.25 * width(plain[0].metrics[name])
+    # PPV at the intended prevalence follows the clustered sensitivity and specificity.
+    expected = at_intended_prevalence(
+        clustered[0].metrics["sensitivity"], clustered[0].metrics["specificity"], 0.1
+    )
+    for name, estimate in expected.items():
+        assert clustered[0].metrics[name] == estimate
+    for index in range(1, len(clustered)):
+        counts = single[index].counts
+        if min(counts.tp + counts.fn, counts.tn + counts.fp) < 30:
+            continue  # a percentile bootstrap of a handful of cases is too narrow to compare
+        for name in ("sensitivity", "specificity"):
+            ours, theirs = clustered[index].differences[name], single[index].differences[name]
+            assert ours.value == pytest.approx(theirs.value)
+            # Twice the cases of the same patients: about the interval of once, not narrower.
+            assert width(ours) == pytest.approx(width(theirs), rel=0.3)
+            assert width(ours) > 1.15 * width(plain[index].differences[name])
