@@ -37,7 +37,6 @@ from torch import nn
 
 from medvision.data.manifest import ManifestRow
 from medvision.explain.faithfulness import (
-    LESION_MASKS,
     RANDOMISATION_MAX_CORRELATION,
     lesion_mask,
     mass_inside,
@@ -47,6 +46,7 @@ from medvision.explain.faithfulness import (
 )
 from medvision.explain.heatmaps import explain_study
 from medvision.inference.scoring import scorer_for
+from medvision.modality import LESION_MASKS
 from medvision.models.registry import ModelEntry, load_model, load_registry
 from medvision.pipeline import analyze
 from medvision.pipeline.results import AnalysisRun, Finding

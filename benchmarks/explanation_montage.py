@@ -23,7 +23,8 @@ from numpy.typing import NDArray
 from PIL import Image
 from scipy import ndimage
 
-from medvision.explain.faithfulness import LESION_MASKS, lesion_mask
+from medvision.explain.faithfulness import lesion_mask
+from medvision.modality import LESION_MASKS
 from medvision.models.registry import load_registry
 from medvision.pipeline import analyze
 from medvision.pipeline.overlays import rendered_heatmaps

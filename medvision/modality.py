@@ -36,6 +36,17 @@ FINDINGS: dict[Modality, tuple[str, ...]] = {
     Modality.CT: ("nodule",),
 }
 
+#: Per modality and finding, the phantom masks whose union is the finding's lesion
+#: (referable DR shows as any of the four retinal lesions).
+LESION_MASKS: dict[Modality, dict[str, tuple[str, ...]]] = {
+    Modality.CXR: {finding: (finding,) for finding in FINDINGS[Modality.CXR]},
+    Modality.FUNDUS: {
+        "referable_dr": ("microaneurysm", "haemorrhage", "hard_exudate", "neovascularisation")
+    },
+    Modality.MAMMO: {finding: ("malignancy",) for finding in FINDINGS[Modality.MAMMO]},
+    Modality.CT: {"nodule": ("nodule",)},
+}
+
 #: How people read each finding's name (legends, reports); the name itself otherwise.
 FINDING_NAMES: dict[str, str] = {
     "nodule": "nodule",

@@ -29,20 +29,12 @@ from scipy import ndimage
 from scipy.stats import spearmanr
 from torch import nn
 
-from medvision.modality import FINDINGS, Modality
+from medvision.modality import LESION_MASKS, Modality
 
 #: Pixels a pointing-game peak may lie off the lesion and still hit (Zhang et al. 2016).
 POINTING_TOLERANCE_PX = 15
 #: Largest mean rank correlation with the randomised model's heatmaps that passes.
 RANDOMISATION_MAX_CORRELATION = 0.5
-#: Per modality and finding, the phantom masks whose union is the finding's lesion.
-LESION_MASKS: dict[Modality, dict[str, tuple[str, ...]]] = {
-    Modality.CXR: {finding: (finding,) for finding in FINDINGS[Modality.CXR]},
-    Modality.FUNDUS: {
-        "referable_dr": ("microaneurysm", "haemorrhage", "hard_exudate", "neovascularisation")
-    },
-    Modality.MAMMO: {finding: ("malignancy",) for finding in FINDINGS[Modality.MAMMO]},
-}
 
 
 def lesion_mask(

@@ -35,7 +35,7 @@ from medvision import __version__
 from medvision.calibration.refit import FindingCalibration
 from medvision.choices import parse_choice
 from medvision.data.manifest import ManifestRow, labelled_rows
-from medvision.modality import FINDINGS, Modality
+from medvision.modality import FINDINGS, LESION_MASKS, Modality
 from medvision.models.networks import build_network
 from medvision.models.registry import ModelEntry, Task
 from medvision.training.imbalance import balanced_sampler_weights, class_balanced_weights
@@ -283,7 +283,7 @@ def train_image_classifier(options: TrainOptions, progress: bool = True) -> Trai
         chain.build(
             training=True,
             mask_key=LESION_MASK_KEY if options.lesion_masks else None,
-            mask_names=findings,
+            mask_names=[LESION_MASKS[options.modality][finding] for finding in findings],
         ),
         progress=progress,
         num_workers=options.workers,

@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 
 from medvision.choices import parse_choice
 from medvision.modality import Modality
-from medvision.transforms.loading import IMAGE_KEY, LoadMasksd, LoadStudyd
+from medvision.transforms.loading import IMAGE_KEY, LoadMasksd, LoadStudyd, MaskName
 from medvision.transforms.spatial import ResizeToFitd
 
 #: Interpolation of images in the spatial steps (masks always use nearest neighbour).
@@ -89,7 +89,7 @@ class TransformChain:
         training: bool,
         *,
         mask_key: str | None = None,
-        mask_names: Sequence[str] | None = None,
+        mask_names: Sequence[MaskName] | None = None,
     ) -> Compose:
         """Compose the chain once: load the study, the modality's steps, float32 output.
 
@@ -101,7 +101,8 @@ class TransformChain:
             Also load the ground-truth masks (item key ``masks``) into this key;
             they get the same spatial steps, with nearest-neighbour interpolation.
         mask_names
-            Which masks, one channel each (default :attr:`mask_names`).
+            Which masks, one channel each (default :attr:`mask_names`); a tuple of
+            names is one channel, their union.
         """
         keys, modes = spatial_keys(mask_key)
         steps: list[Transform] = [LoadStudyd(self.modality)]
@@ -119,7 +120,7 @@ class TransformChain:
         chain: Self | None = None,
         *,
         mask_key: str | None = None,
-        mask_names: Sequence[str] | None = None,
+        mask_names: Sequence[MaskName] | None = None,
     ) -> Compose:
         """Compose the chain with ``chain``'s parameters (the defaults when None).
 

@@ -498,18 +498,33 @@ class LoadStudyd(MapTransform):
         return d
 
 
-def _mask_stack(path: Path, study_uid: str, uid: str, names: Sequence[str]) -> NDArray[np.float32]:
+#: A mask channel: one mask's name, or several whose union the channel is.
+MaskName = str | tuple[str, ...]
+
+
+def _parts(name: MaskName) -> tuple[str, ...]:
+    return (name,) if isinstance(name, str) else tuple(name)
+
+
+def _mask_stack(
+    path: Path, study_uid: str, uid: str, names: Sequence[MaskName]
+) -> NDArray[np.float32]:
     try:
         npz = np.load(path)
     except (OSError, ValueError, zipfile.BadZipFile) as error:
         raise StudyLoadError(f"study {study_uid}: masks file {path} unreadable ({error})") from None
     with npz:
-        missing = [name for name in names if f"{uid}__{name}" not in npz.files]
+        wanted = [part for name in names for part in _parts(name)]
+        missing = [part for part in wanted if f"{uid}__{part}" not in npz.files]
         if missing:
             raise StudyLoadError(
                 f"study {study_uid}: {path} has no mask {', '.join(missing)} for {uid}"
             )
-        return np.stack([npz[f"{uid}__{name}"] for name in names]).astype(np.float32)
+        channels = [
+            np.logical_or.reduce([np.asarray(npz[f"{uid}__{part}"]) > 0 for part in _parts(name)])
+            for name in names
+        ]
+        return np.stack(channels).astype(np.float32)
 
 
 class LoadMasksd(MapTransform):
@@ -525,7 +540,8 @@ class LoadMasksd(MapTransform):
     Parameters
     ----------
     names
-        Mask names (findings), one channel each, in this order.
+        Mask names, one channel each, in this order; a tuple of names gives one
+        channel, their union (e.g. a finding shown by any of several lesions).
     keys
         The one key holding the masks file.
     image_key, mask_key
@@ -534,7 +550,7 @@ class LoadMasksd(MapTransform):
 
     def __init__(
         self,
-        names: Sequence[str],
+        names: Sequence[MaskName],
         keys: KeysCollection = MASKS_PATH_KEY,
         image_key: str = IMAGE_KEY,
         mask_key: str = MASK_KEY,

@@ -85,3 +85,26 @@ def test_the_training_chain_takes_the_input_size_of_the_options(
     assert sized.describe()["parameters"] | {"input_size": None} == default.describe()[
         "parameters"
     ] | {"input_size": None}
+
+
+@pytest.mark.slow
+def test_fundus_trains_its_maps_on_the_union_of_the_retinal_lesions(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    generate(
+        SynthConfig((Modality.FUNDUS,), 48, 6, data, prevalence={"*": 0.5}, workers=1),
+        progress=False,
+    )
+    options = TrainOptions(
+        modality=Modality.FUNDUS,
+        manifest=data / "manifest.csv",
+        out=tmp_path / "model",
+        epochs=1,
+        batch_size=4,
+        loss=LossKind.BCE,
+        device="cpu",
+        network={**tiny_densenet(1, "evidence_densenet"), "in_channels": 3},
+        lesion_masks=True,  # referable DR has no mask of its own: its lesions' union
+    )
+    result = train_image_classifier(options, progress=False)
+    assert result.entry.findings == ("referable_dr",)
+    assert len(result.epochs) == 1 and np.isfinite(result.epochs[0].train_loss)

@@ -11,7 +11,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from medvision.data.manifest import resolve
 from medvision.dicom.reading import DicomReadError, presentation_values
-from medvision.modality import Modality
+from medvision.modality import LESION_MASKS, Modality
 from medvision.transforms.loading import (
     Intensity,
     LoadMasksd,
@@ -19,7 +19,7 @@ from medvision.transforms.loading import (
     StudyLoadError,
     study_item,
 )
-from tests.transforms.phantoms import MakeStudy, Study, ground_truth_masks
+from tests.transforms.phantoms import MakeStudy, Study, device_models, ground_truth_masks
 
 
 def _grayscale(photometric: str, stored: list[list[int]], window: bool) -> pydicom.Dataset:
@@ -164,3 +164,21 @@ def test_intensity_option_suggests_a_near_miss() -> None:
     with pytest.raises(ValueError, match="Did you mean 'presentation'"):
         LoadStudyd(Modality.CXR, intensity="presentaton")
     assert LoadStudyd(Modality.CXR, intensity="physical").intensity is Intensity.PHYSICAL
+
+
+def test_a_tuple_of_mask_names_loads_as_one_channel_their_union(
+    phantom_on_device: MakeStudy,
+) -> None:
+    model = device_models(Modality.FUNDUS)[0]
+    manifest, row = study = phantom_on_device(Modality.FUNDUS, model)
+    loaded = LoadStudyd(Modality.FUNDUS)(study_item(row, manifest))
+    lesions = LESION_MASKS[Modality.FUNDUS]["referable_dr"]
+    item = LoadMasksd([lesions, lesions[0]])(loaded)
+    mask = item["label"].numpy()
+    uid = loaded["image"].meta["sop_instance_uids"][0]
+    truth = ground_truth_masks(study)
+    union = np.logical_or.reduce([truth[f"{uid}__{name}"] > 0 for name in lesions])
+    assert mask.shape[0] == 2
+    assert union.any() and not np.array_equal(union, truth[f"{uid}__{lesions[0]}"] > 0)
+    assert np.array_equal(mask[0], union.astype(np.float32))
+    assert np.array_equal(mask[1], (truth[f"{uid}__{lesions[0]}"] > 0).astype(np.float32))
