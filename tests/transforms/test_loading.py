@@ -172,6 +172,7 @@ def test_a_tuple_of_mask_names_loads_as_one_channel_their_union(
     model = device_models(Modality.FUNDUS)[0]
     manifest, row = study = phantom_on_device(Modality.FUNDUS, model)
     loaded = LoadStudyd(Modality.FUNDUS)(study_item(row, manifest))
+    assert isinstance(loaded, dict)
     lesions = LESION_MASKS[Modality.FUNDUS]["referable_dr"]
     item = LoadMasksd([lesions, lesions[0]])(loaded)
     mask = item["label"].numpy()
