@@ -121,6 +121,10 @@ class ModelEntry:
         RegistryError
             For a missing or unknown key, or a value of the wrong kind.
         """
+        if not isinstance(document, Mapping):
+            raise RegistryError(
+                f"expected a JSON object with the model's fields, got a {type(document).__name__}"
+            )
         fields = set(cls.__dataclass_fields__)
         unknown = sorted(set(document) - fields)
         if unknown:

@@ -110,6 +110,13 @@ def test_unknown_registry_key_is_rejected(tmp_path: Path) -> None:
         read_entry(path)
 
 
+def test_a_json_file_that_is_not_an_entry_is_named_not_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "faithfulness.json"  # a benchmark's output left among the entries
+    path.write_text('[{"model": "fundus-densenet"}]')
+    with pytest.raises(RegistryError, match=r"faithfulness\.json: expected a JSON object"):
+        read_entry(path)
+
+
 def test_unknown_architecture_suggests_the_closest() -> None:
     with pytest.raises(ValueError, match="Did you mean 'densenet'\\?"):
         build_network({**NETWORK, "architecture": "densnet"})
