@@ -39,8 +39,8 @@ if [ ${#modalities[@]} -eq 0 ]; then
 fi
 for modality in "${modalities[@]}"; do
     case "$modality" in
-        cxr) bundle cxr 2000 101 --epochs 24 --learning-rate 1e-3 --loss bce --lesion-masks ;;
-        fundus) bundle fundus 2000 102 --epochs 14 --learning-rate 1e-3 --loss bce ;;
+        cxr) bundle cxr 2000 101 --epochs 40 --learning-rate 1e-3 --loss bce --lesion-masks ;;
+        fundus) bundle fundus 2000 102 --epochs 14 --learning-rate 1e-3 --loss bce --lesion-masks ;;
         mammo) bundle mammo 1000 103 --epochs 12 --learning-rate 1e-3 --loss bce ;;
         ct) bundle ct 300 104 --epochs 60 --learning-rate 1e-2 --batch-size 4 --workers 1 ;;
         *)
