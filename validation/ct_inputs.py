@@ -43,7 +43,6 @@ problem                         what is done
 
 from __future__ import annotations
 
-import csv
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -65,7 +64,7 @@ from medvision.evaluation.ct_detection import (
 )
 from medvision.inference.scoring import Location
 from medvision.pipeline.predictions_csv import DETECTION_COLUMNS
-from validation.inputs import InputProblem
+from validation.inputs import CsvReadError, InputProblem, read_csv_rows
 
 #: Value of a fractional SEG at and above which a voxel counts as inside.
 FRACTIONAL_INSIDE = 0.5
@@ -274,17 +273,11 @@ def read_detections(
         If the file cannot be read or lacks a column.
     """
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            missing = [c for c in DETECTION_COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise CtInputsError(
-                    f"--detections: {path} lacks the column(s) {', '.join(missing)} "
-                    f"(the LUNA16 format: {', '.join(DETECTION_COLUMNS)})"
-                )
-            rows = list(reader)
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise CtInputsError(f"--detections: {path} cannot be read ({error})") from None
+        rows = read_csv_rows(path, DETECTION_COLUMNS)
+    except CsvReadError as error:
+        raise CtInputsError(
+            f"--detections: {path}: {error} (the LUNA16 format: {', '.join(DETECTION_COLUMNS)})"
+        ) from None
     known = set(known_series)
     by_series: dict[str, list[Location]] = defaultdict(list)
     bad: list[str] = []

@@ -34,6 +34,7 @@ from __future__ import annotations
 import csv
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -151,6 +152,32 @@ def manifest_attributes(row: ManifestRow) -> dict[str, str | int | None]:
     }
 
 
+class CsvReadError(ValueError):
+    """A CSV file that cannot be read, or lacks a required column (the message says which)."""
+
+
+def read_csv_rows(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
+    """Return the rows of a UTF-8 CSV file that has every ``required`` column.
+
+    Raises
+    ------
+    CsvReadError
+        If the file cannot be opened or decoded, is not CSV, or lacks a required
+        column; the message (without the path) says which.
+    """
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            missing = [c for c in required if c not in (reader.fieldnames or [])]
+            if missing:
+                raise CsvReadError(f"missing column(s) {', '.join(missing)}")
+            return list(reader)
+    except OSError as error:
+        raise CsvReadError(f"cannot be read ({error.strerror})") from None
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise CsvReadError(f"is not a UTF-8 CSV file ({error})") from None
+
+
 def read_predictions(path: Path) -> list[dict[str, str]]:
     """Read a predictions CSV.
 
@@ -160,14 +187,9 @@ def read_predictions(path: Path) -> list[dict[str, str]]:
         If it cannot be read or lacks a required column.
     """
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            missing = [c for c in REQUIRED_PREDICTION_COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise PredictionsError(f"{path}: missing column(s) {', '.join(missing)}")
-            return list(reader)
-    except OSError as error:
-        raise PredictionsError(f"{path}: cannot be read ({error.strerror})") from None
+        return read_csv_rows(path, REQUIRED_PREDICTION_COLUMNS)
+    except CsvReadError as error:
+        raise PredictionsError(f"{path}: {error}") from None
 
 
 def join_inputs(

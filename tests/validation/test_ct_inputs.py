@@ -172,5 +172,5 @@ def test_candidates_are_read_by_series_and_bad_rows_reported(tmp_path: Path) -> 
         CtProblemKind.DETECTION_NOT_IN_MANIFEST: ["row 3"],
     }
     path.write_text("series,x,y,z,p\n")
-    with pytest.raises(CtInputsError, match="lacks the column"):
+    with pytest.raises(CtInputsError, match=r"candidates\.csv: missing column\(s\) seriesuid"):
         read_detections(path, [])

@@ -104,3 +104,7 @@ def test_a_predictions_file_without_its_columns_is_refused(tmp_path: Path) -> No
         read_predictions(path)
     with pytest.raises(PredictionsError, match="cannot be read"):
         read_predictions(tmp_path / "absent.csv")
+    binary = tmp_path / "image.dcm"  # a DICOM file given by mistake
+    binary.write_bytes(b"\x00" * 128 + b"DICM" + bytes(range(128, 256)))
+    with pytest.raises(PredictionsError, match=r"image\.dcm: is not a UTF-8 CSV file"):
+        read_predictions(binary)
