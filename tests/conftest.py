@@ -40,6 +40,19 @@ def tiny_densenet(out_channels: int, architecture: str = "densenet") -> dict[str
     }
 
 
+def tiny_unet(residual_units: int = 0) -> dict[str, object]:
+    """Return the description of a tiny 3-D U-Net (one channel in, one out) for fast tests."""
+    return {
+        "architecture": "unet",
+        "spatial_dims": 3,
+        "in_channels": 1,
+        "out_channels": 1,
+        "channels": [4, 8],
+        "strides": [2],
+        "num_res_units": residual_units,
+    }
+
+
 def dicom_image_shapes(folder: Path) -> dict[str, tuple[int, int]]:
     """Return ``(Rows, Columns)`` of every DICOM file below ``folder``, by SOPInstanceUID."""
     shapes = {}

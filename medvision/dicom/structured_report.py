@@ -102,13 +102,19 @@ def _places(
     locations: Sequence[Location],
     sources: dict[str, Dataset],
 ) -> list[tuple[hd.sr.ImageRegion | hd.sr.ImageRegion3D, float | None]]:
-    """Return the finding's regions, each with a diameter in mm where the model measures one."""
-    if heatmaps:
-        return [
-            (_planar_point(*h.peak, sources[h.referenced_uid]), None)
-            for h in heatmaps
-            if h.referenced_uid in sources
-        ]
+    """Return the finding's regions, each with a diameter in mm where the model measures one.
+
+    Where the heatmaps point, except for CT with nodules: a nodule's centre in
+    patient coordinates with its diameter says more than the heatmap's peak on one
+    slice.
+    """
+    heat_points: list[tuple[hd.sr.ImageRegion | hd.sr.ImageRegion3D, float | None]] = [
+        (_planar_point(*h.peak, sources[h.referenced_uid]), None)
+        for h in heatmaps
+        if h.referenced_uid in sources
+    ]
+    if heat_points and not (modality == Modality.CT and locations):
+        return heat_points
     places: list[tuple[hd.sr.ImageRegion | hd.sr.ImageRegion3D, float | None]] = []
     for location in locations:
         if modality == Modality.CT:

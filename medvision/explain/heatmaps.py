@@ -8,7 +8,12 @@
   image;
 - **mammography**: Grad-CAM of the view network's one output on each view of the
   finding's breast (``malignancy_left``: the left views; ``malignancy``: the views
-  of the breast that gave the study's logit), one heatmap per view.
+  of the breast that gave the study's logit), one heatmap per view;
+- **CT**: a 3-D heatmap of the voxel whose blended logit is the study's (the peak
+  of the most suspicious nodule): the Gaussian-weighted Grad-CAM of the
+  sliding windows that scored it (:func:`medvision.explain.volume.explain_voxel`),
+  mapped back onto the series grid; the heatmap's ``values`` are its slice
+  through the peak, so viewers and the Secondary Capture show that slice.
 
 Each heatmap is mapped back through the model's own transform chain
 (:func:`~medvision.transforms.chain.to_original_grid`: padding, resize, crop and
@@ -36,6 +41,16 @@ from numpy.typing import NDArray
 from torch import nn
 
 from medvision.explain.gradcam import GradCam
+from medvision.explain.volume import explain_voxel
+from medvision.inference.ct import (
+    ITEM_KEY,
+    TRANSFORMS_KEY,
+    ct_chain,
+    find_nodules,
+    in_instance_order,
+    predict_logit_map,
+    study_peak,
+)
 from medvision.inference.mammography import (
     BREAST_FINDINGS,
     STUDY_FINDING,
@@ -46,6 +61,7 @@ from medvision.modality import Modality
 from medvision.models.registry import ModelEntry
 from medvision.training.loop import plain_tensor
 from medvision.transforms.chain import MapKind, to_original_grid
+from medvision.transforms.ct import sliding_window_inferer
 from medvision.transforms.loading import IMAGE_KEY
 
 #: Largest difference between a scored logit and the explanation pass's logit (float32
@@ -69,6 +85,10 @@ class Heatmap:
         ``(row, column)`` of the heatmap's maximum.
     laterality
         ``"R"``/``"L"`` for a mammography view, else ``""``.
+    volume
+        CT only: the whole 3-D heatmap ``(slices, rows, columns)`` on the series grid,
+        slices in InstanceNumber order (as the nodule masks); ``values`` is its
+        slice through the peak, the image ``referenced_uid`` names.
     """
 
     finding: str
@@ -76,6 +96,7 @@ class Heatmap:
     referenced_uid: str
     peak: tuple[int, int]
     laterality: str = ""
+    volume: NDArray[np.float32] | None = None
 
 
 @dataclass
@@ -119,8 +140,8 @@ def _targets(entry: ModelEntry, study: PreparedStudy, score: StudyScore, finding
         views = tuple(i for i, view in enumerate(study.inputs) if view_laterality(view) == side)
         return _Target(finding, views, 0, scored)
     raise ValueError(
-        f"Grad-CAM explains 2-D classifiers (chest X-ray, fundus, mammography); "
-        f"model {entry.name} is a {entry.modality.value} model"
+        f"Grad-CAM explains the classifiers (chest X-ray, fundus, mammography) and the CT "
+        f"segmenter; model {entry.name} is a {entry.modality.value} model"
     )
 
 
@@ -136,6 +157,45 @@ def _source_heatmap(
     mapped = np.clip(mapped, 0.0, None)
     peak = float(mapped.max()) if mapped.size else 0.0
     return (mapped / peak if peak > 0 else mapped).astype(np.float32)
+
+
+def _ct_heatmap(
+    network: nn.Module,
+    entry: ModelEntry,
+    study: PreparedStudy,
+    finding: str,
+    scored_logit: float,
+    device: torch.device,
+    tolerance: float | None,
+) -> Heatmap:
+    """Explain a CT study's finding: its peak voxel, through the windows that scored it."""
+    if finding not in entry.findings:
+        raise ValueError(f"model {entry.name} has no finding '{finding}'")
+    channel = entry.findings.index(finding)
+    prepared = study.inputs[0]
+    item, chain = prepared[ITEM_KEY], prepared[TRANSFORMS_KEY]
+    image = item[IMAGE_KEY]
+    roi_size = entry.input_size or ct_chain(entry).roi_size
+    logits = predict_logit_map(network, sliding_window_inferer(roi_size), image, device)
+    labels, _ = find_nodules(logits[channel], np.asarray(image.affine))
+    _, voxel = study_peak(logits[channel], labels)
+    explained = explain_voxel(
+        network, plain_tensor(image), voxel, roi_size, device=device, channel=channel
+    )
+    if tolerance is not None and abs(explained.logit - scored_logit) > tolerance:
+        raise ValueError(
+            f"the explanation's forward pass gave logit {explained.logit:.4f}, the scored "
+            f"one is {scored_logit:.4f}"
+        )
+    values = _source_heatmap(torch.from_numpy(explained.heatmap), item, chain)
+    index, row, column = (int(v) for v in np.unravel_index(int(np.argmax(values)), values.shape))
+    return Heatmap(
+        finding=finding,
+        values=values[index],
+        referenced_uid=str(image.meta["sop_instance_uids"][index]),
+        peak=(row, column),
+        volume=in_instance_order(values, image.meta),
+    )
 
 
 def explain_study(
@@ -188,6 +248,19 @@ def explain_study(
         return explanation
     for finding in findings:
         try:
+            if entry.modality == Modality.CT:
+                explanation.heatmaps.append(
+                    _ct_heatmap(
+                        network,
+                        entry,
+                        study,
+                        finding,
+                        float(score.logits[finding]),
+                        device,
+                        tolerance if check_logits else None,
+                    )
+                )
+                continue
             target = _targets(entry, study, score, finding)
             items = [study.inputs[i] for i in target.views]
             if not items:

@@ -170,10 +170,25 @@ def find_nodules(
     return kept, nodules
 
 
-def _in_instance_order(volume: NDArray[Any], meta: Mapping[str, Any]) -> NDArray[Any]:
+def in_instance_order(volume: NDArray[Any], meta: Mapping[str, Any]) -> NDArray[Any]:
     """Reorder slices from the loaded (slice-normal) order to InstanceNumber order."""
     numbers = np.asarray(meta["instance_numbers"])
     return volume[np.argsort(numbers, kind="stable")]
+
+
+def study_peak(
+    logits: NDArray[np.floating[Any]], labels: NDArray[np.integer[Any]]
+) -> tuple[float, tuple[int, int, int]]:
+    """Return the study's logit and its voxel: the highest logit inside a kept nodule.
+
+    With no nodule (``labels`` all 0), the highest logit of the volume. ``labels`` is
+    :func:`find_nodules`'s component map of the same ``(X, Y, Z)`` grid.
+    """
+    values = np.asarray(logits, dtype=np.float32)
+    inside = np.asarray(labels) > 0
+    ranked = np.where(inside, values, -np.inf) if inside.any() else values
+    x, y, z = np.unravel_index(int(np.argmax(ranked)), values.shape)
+    return float(values[x, y, z]), (int(x), int(y), int(z))
 
 
 def study_score_from_logits(
@@ -217,8 +232,7 @@ def study_score_from_logits(
     masks: dict[str, NDArray[np.uint8]] = {}
     for channel, finding in enumerate(findings):
         labels, nodules = find_nodules(values[channel], affine)
-        peak = max((n.logit for n in nodules), default=float(values[channel].max()))
-        study_logits[finding] = float(peak)
+        study_logits[finding], _ = study_peak(values[channel], labels)
         locations[finding] = [
             Location(
                 referenced_uid=series_uid,
@@ -229,7 +243,7 @@ def study_score_from_logits(
             for n in nodules
         ]
         back = to_original_grid((labels > 0).astype(np.float32), item, transforms, MapKind.LABEL)[0]
-        masks[finding] = _in_instance_order((back > 0.5).astype(np.uint8), image.meta)
+        masks[finding] = in_instance_order((back > 0.5).astype(np.uint8), image.meta)
     return StudyScore(
         study_instance_uid=str(image.meta["study_instance_uid"]),
         logits=study_logits,

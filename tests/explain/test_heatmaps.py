@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 import torch
 from torch import nn
@@ -18,22 +19,30 @@ from medvision.models.networks import build_network
 from medvision.models.registry import ModelEntry, Task
 from medvision.transforms import default_chain
 from medvision.transforms.loading import study_item
-from tests.conftest import dicom_image_shapes, tiny_densenet
+from tests.conftest import dicom_image_shapes, tiny_densenet, tiny_unet
 
 CPU = torch.device("cpu")
 
 
-def _entry(modality: Modality, outputs: int) -> ModelEntry:
+def _entry(modality: Modality) -> ModelEntry:
+    """A tiny untrained model of ``modality``: a classifier, or for CT a U-Net segmenter."""
     chain = default_chain(modality)
+    input_size: tuple[int, ...]
+    if modality == Modality.CT:
+        network, task, input_size = tiny_unet(1), Task.SEGMENTATION, (32, 32, 32)
+    else:
+        outputs = 1 if modality == Modality.MAMMO else len(FINDINGS[modality])
+        network, task = tiny_densenet(outputs, "evidence_densenet"), Task.CLASSIFICATION
+        input_size = tuple(int(v) for v in getattr(chain, "input_size", ()))
     return ModelEntry(
         name=f"tiny-{modality.value}",
         version="0",
         modality=modality,
-        findings=FINDINGS[modality],
-        task=Task.CLASSIFICATION,
-        network=tiny_densenet(outputs, "evidence_densenet"),
+        findings=("nodule",) if modality == Modality.CT else FINDINGS[modality],
+        task=task,
+        network=network,
         transforms=chain.describe(),
-        input_size=tuple(int(v) for v in getattr(chain, "input_size", ())),
+        input_size=input_size,
     )
 
 
@@ -58,9 +67,9 @@ class Scored:
 def _scored(phantom_set: tuple[Path, list[ManifestRow]], modality: Modality) -> Scored:
     folder, rows = phantom_set
     row = next(row for row in rows if row.modality == modality)
-    entry = _entry(modality, 1 if modality == Modality.MAMMO else len(FINDINGS[modality]))
+    entry = _entry(modality)
     torch.manual_seed(0)
-    network = build_network(entry.network)
+    network = build_network(entry.network).eval()
     scorer = scorer_for(entry)
     study = scorer.prepare(entry, study_item(row, folder / "manifest.csv"))
     score = scorer.score(network, entry, [study], CPU)[0]
@@ -119,16 +128,43 @@ def test_a_breast_finding_gets_one_heatmap_per_view_of_that_breast(
     assert len({h.referenced_uid for h in left}) == 2
 
 
-def test_a_ct_model_is_noted_as_not_explained_by_grad_cam(
+def test_a_ct_finding_gets_a_3d_heatmap_shown_on_its_peak_slice(
+    phantom_set: tuple[Path, list[ManifestRow]],
+) -> None:
+    scored = _scored(phantom_set, Modality.CT)
+    explanation = scored.explain(["nodule"])
+    assert explanation.notes == {}
+    (heatmap,) = explanation.heatmaps
+    shapes = dicom_image_shapes(scored.folder)  # one slice per SOP instance
+    volume = heatmap.volume
+    assert volume is not None and volume.dtype == np.float32
+    assert volume.shape == (len(shapes), *heatmap.values.shape)
+    assert heatmap.values.shape == shapes[heatmap.referenced_uid]
+    assert float(volume.max()) == pytest.approx(1.0) == float(heatmap.values.max())
+    assert heatmap.values[heatmap.peak] == volume.max()
+    # The slice shown is the referenced instance's: volume slices are in InstanceNumber order.
+    numbers = {
+        str(ds.SOPInstanceUID): int(ds.InstanceNumber)
+        for ds in (pydicom.dcmread(f) for f in sorted(scored.folder.rglob("*")) if f.is_file())
+    }
+    ordered = sorted(numbers, key=numbers.__getitem__)
+    assert np.array_equal(volume[ordered.index(heatmap.referenced_uid)], heatmap.values)
+    # A score the explanation does not reproduce gets a note instead.
+    wrong = replace(scored.score, logits={"nodule": scored.score.logits["nodule"] + 0.5})
+    refused = scored.explain(["nodule"], wrong)
+    assert refused.heatmaps == []
+    assert "the explanation's forward pass gave logit" in refused.notes["nodule"]
+
+
+def test_an_explanation_that_fails_is_a_note_not_an_exception(
     phantom_set: tuple[Path, list[ManifestRow]],
 ) -> None:
     scored = _scored(phantom_set, Modality.CXR)
-    ct_entry = replace(scored.entry, modality=Modality.CT, findings=("nodule",))
+    # A chest X-ray study and network handed over as a CT model's: explaining fails.
+    other = replace(scored.entry, modality=Modality.CT, findings=("nodule",))
     transforms = scored.scorer.transforms(scored.entry)
     explanation = explain_study(
-        scored.network, ct_entry, scored.study, scored.score, transforms, ["nodule"]
+        scored.network, other, scored.study, scored.score, transforms, ["nodule"]
     )
     assert explanation.heatmaps == []
-    assert explanation.notes["nodule"].startswith(
-        "no heatmap: Grad-CAM explains 2-D classifiers (chest X-ray, fundus, mammography)"
-    )
+    assert explanation.notes["nodule"].startswith("no heatmap: ")

@@ -25,19 +25,12 @@ from medvision.training.segmenter import (
     train_ct_segmenter,
 )
 from medvision.transforms.ct import CtTransforms
+from tests.conftest import tiny_unet
 
 #: Seed of eight CT phantoms, four with nodules and four without.
 SEED = 3
 SPLITS = ("train", "tune", "calibration", "test")
-TINY_NETWORK = {
-    "architecture": "unet",
-    "spatial_dims": 3,
-    "in_channels": 1,
-    "out_channels": 1,
-    "channels": [4, 8],
-    "strides": [2],
-    "num_res_units": 0,
-}
+TINY_NETWORK = tiny_unet()
 #: Coarse 4 mm voxels, small patches, one per study: a run of seconds on a CPU.
 TINY_CHAIN = CtTransforms(spacing_mm=(4.0, 4.0, 4.0), roi_size=(48, 48, 32), samples_per_volume=1)
 
