@@ -205,6 +205,8 @@ def _train(args: argparse.Namespace) -> int:
             name=args.name or "",
             lesion_masks=args.lesion_masks,
             input_size=tuple(args.input_size) if args.input_size else None,
+            patch_size=tuple(args.patch_size) if args.patch_size else None,
+            patches_per_view=args.patches_per_view,
             workers=args.workers,
         )
     except ValueError as error:
@@ -672,6 +674,20 @@ def build_parser() -> argparse.ArgumentParser:
         nargs=2,
         metavar=("ROWS", "COLUMNS"),
         help="network input of a 2-D modality (default: the chain's, e.g. 256 192 for mammo)",
+    )
+    train.add_argument(
+        "--patch-size",
+        type=_positive_int,
+        nargs=2,
+        metavar=("ROWS", "COLUMNS"),
+        help="mammo with --lesion-masks: train on patches of this size cut from each view, "
+        "some around its lesion (serving still scores whole views)",
+    )
+    train.add_argument(
+        "--patches-per-view",
+        type=_positive_int,
+        default=4,
+        help="with --patch-size: patches cut from each view per epoch (default 4)",
     )
     train.add_argument(
         "--workers",

@@ -100,6 +100,14 @@ def test_synth_writes_manifest_and_prints_summary(
         (["--modality", "mammo", "--input-size", "512"], "expected 2 arguments"),
         (["--modality", "mammo", "--input-size", "512", "0"], "must be 1 or more, got 0"),
         (["--modality", "cxr", "--workers", "-2"], "must be 0 or more, got -2"),
+        (
+            ["--modality", "mammo", "--patch-size", "128", "128"],
+            "--patch-size needs --lesion-masks",
+        ),
+        (
+            ["--modality", "mammo", "--lesion-masks", "--patch-size", "300", "128"],
+            "no larger than the input size (256, 192)",
+        ),
     ],
 )
 def test_bad_train_arguments_give_one_line_and_exit_2(

@@ -26,9 +26,10 @@ from typing import Any
 import numpy as np
 import torch
 from monai.data.dataloader import DataLoader
-from monai.data.dataset import CacheDataset
+from monai.data.dataset import CacheDataset, Dataset
 from monai.losses.focal_loss import FocalLoss
 from numpy.typing import NDArray
+from torch import nn
 from torch.utils.data import WeightedRandomSampler
 
 from medvision import __version__
@@ -113,6 +114,14 @@ class TrainOptions:
         Network input ``(rows, columns)`` of a 2-D modality's chain instead of the
         chain's default (e.g. mammography at its native 512 x 384); ``None`` keeps
         the default. Recorded in the registry entry, so serving uses it too.
+    patch_size
+        Mammography with ``lesion_masks``: train on patches of this (rows, columns)
+        cut from each view, some around its lesion, instead of whole views; each
+        patch's target is whether it holds malignant-lesion pixels
+        (:mod:`medvision.transforms.mammo`). Serving always scores whole views.
+    patches_per_view
+        With ``patch_size``: patches cut from each view per epoch (a batch of
+        ``batch_size`` views holds ``batch_size * patches_per_view`` patches).
     workers
         Worker processes that run the random (augmentation, patch) steps of the
         training batches, and threads that run the deterministic loading steps once
@@ -137,6 +146,8 @@ class TrainOptions:
     version: str = __version__
     lesion_masks: bool = False
     input_size: tuple[int, int] | None = None
+    patch_size: tuple[int, int] | None = None
+    patches_per_view: int = 4
     workers: int = 0
 
     def __post_init__(self) -> None:
@@ -155,6 +166,20 @@ class TrainOptions:
                 raise ValueError(
                     f"--input-size takes two positive numbers (rows columns), got {self.input_size}"
                 )
+        if self.patch_size is not None:
+            if self.modality != Modality.MAMMO:
+                raise ValueError(
+                    "--patch-size applies to mammography (the CT segmenter's patch size "
+                    "is its chain's roi_size)"
+                )
+            if not self.lesion_masks:
+                raise ValueError(
+                    "--patch-size needs --lesion-masks: a patch's target is whether it holds "
+                    "lesion pixels"
+                )
+            training_chain(self)  # a patch larger than the input is refused now, not later
+        if self.patches_per_view < 1:
+            raise ValueError(f"--patches-per-view must be at least 1, got {self.patches_per_view}")
         if not 0.0 < self.target_sensitivity < 1.0:
             raise ValueError(
                 f"--target-sensitivity must be in (0, 1), got {self.target_sensitivity}"
@@ -190,14 +215,27 @@ LESION_MASK_KEY = "lesion_mask"
 
 
 def training_chain(options: TrainOptions) -> TransformChain:
-    """Return the modality's default chain, with ``options.input_size`` when one is given."""
+    """Return the modality's default chain with the options' input and patch sizes.
+
+    Raises
+    ------
+    ValueError
+        If the chain has no such parameter, or refuses the value (a patch larger
+        than the input).
+    """
     chain = default_chain(options.modality)
-    if options.input_size is None:
-        return chain
-    if "input_size" not in {item.name for item in fields(chain)}:
-        raise ValueError(f"the {options.modality.value} chain has no input size to set")
-    size = (int(options.input_size[0]), int(options.input_size[1]))
-    return replace(chain, **{"input_size": size})
+    changes: dict[str, Any] = {}
+    if options.input_size is not None:
+        changes["input_size"] = (int(options.input_size[0]), int(options.input_size[1]))
+    if options.patch_size is not None:
+        changes["patch_size"] = (int(options.patch_size[0]), int(options.patch_size[1]))
+        changes["patches_per_view"] = options.patches_per_view
+    known = {item.name for item in fields(chain)}
+    for name in changes:
+        if name not in known:
+            what = name.replace("_", " ")
+            raise ValueError(f"the {options.modality.value} chain has no {what} to set")
+    return replace(chain, **changes) if changes else chain
 
 
 def require_masks(rows: Sequence[ManifestRow], split: str, why: str) -> None:
@@ -256,6 +294,65 @@ def training_loss(options: TrainOptions, labels: NDArray[np.int64]) -> LossFunct
     return class_balanced_weights(positives, negatives).focal_loss(gamma=2.0)
 
 
+def training_loader(
+    dataset: Dataset, labels: NDArray[np.int64], options: TrainOptions
+) -> DataLoader:
+    """Return seeded training batches of ``dataset``: shuffled, or class-balanced draws.
+
+    With ``options.balanced_sampler`` the items are drawn with replacement, those of
+    each class of ``labels`` (one row per item) as often as the others.
+    """
+    sampler = None
+    if options.balanced_sampler:
+        weights = balanced_sampler_weights(labels)
+        sampler = WeightedRandomSampler(
+            weights.tolist(),
+            num_samples=len(weights),
+            replacement=True,
+            generator=torch.Generator().manual_seed(options.seed),
+        )
+    return DataLoader(
+        dataset,
+        batch_size=options.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        num_workers=options.workers,
+        generator=torch.Generator().manual_seed(options.seed),
+    )
+
+
+def fit(
+    network: nn.Module,
+    batches: tuple[DataLoader, DataLoader],
+    options: TrainOptions,
+    train_labels: NDArray[np.int64],
+    findings: Sequence[str],
+    name: str,
+    device: torch.device,
+    progress: bool,
+) -> list[EpochRecord]:
+    """Train ``network`` on ``(train, tune)`` batches as the options say.
+
+    The loss is :func:`training_loss`'s; the metrics log is ``<out>/<name>.metrics.jsonl``;
+    with ``lesion_masks`` the evidence maps are trained on the masks too
+    (:func:`medvision.training.loop.train_classifier`).
+    """
+    train_batches, tune_batches = batches
+    return train_classifier(
+        network,
+        train_batches,
+        tune_batches,
+        training_loss(options, train_labels),
+        findings,
+        epochs=options.epochs,
+        learning_rate=options.learning_rate,
+        device=device,
+        metrics_log=options.out / f"{name}.metrics.jsonl",
+        progress=progress,
+        lesion_mask_key=LESION_MASK_KEY if options.lesion_masks else None,
+    )
+
+
 def train_image_classifier(options: TrainOptions, progress: bool = True) -> TrainingResult:
     """Train, calibrate, pick thresholds and register a classifier (see the module docstring).
 
@@ -288,23 +385,7 @@ def train_image_classifier(options: TrainOptions, progress: bool = True) -> Trai
         progress=progress,
         num_workers=options.workers,
     )
-    sampler = None
-    if options.balanced_sampler:
-        weights = balanced_sampler_weights(train_labels)
-        sampler = WeightedRandomSampler(
-            weights.tolist(),
-            num_samples=len(weights),
-            replacement=True,
-            generator=torch.Generator().manual_seed(options.seed),
-        )
-    train_loader = DataLoader(
-        train_set,
-        batch_size=options.batch_size,
-        shuffle=sampler is None,
-        sampler=sampler,
-        num_workers=options.workers,
-        generator=torch.Generator().manual_seed(options.seed),
-    )
+    train_loader = training_loader(train_set, train_labels, options)
     evaluation = chain.build(training=False)
 
     def loader(split: str) -> DataLoader:
@@ -320,19 +401,8 @@ def train_image_classifier(options: TrainOptions, progress: bool = True) -> Trai
     network_description = options.network or default_network(options.modality, len(findings))
     network = build_network(network_description)
     name = options.name or f"{options.modality.value}-densenet"
-    records = train_classifier(
-        network,
-        train_loader,
-        tune_loader,
-        training_loss(options, train_labels),
-        findings,
-        epochs=options.epochs,
-        learning_rate=options.learning_rate,
-        device=device,
-        metrics_log=options.out / f"{name}.metrics.jsonl",
-        progress=progress,
-        lesion_mask_key=LESION_MASK_KEY if options.lesion_masks else None,
-    )
+    batches = (train_loader, tune_loader)
+    records = fit(network, batches, options, train_labels, findings, name, device, progress)
     uncalibrated = ModelEntry(
         name=name,
         version=options.version,

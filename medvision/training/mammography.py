@@ -10,7 +10,10 @@ per-breast and per-study findings are aggregated from the views by the scorer
 and serving both use. The steps, each on the manifest's own splits:
 
 1. expand each ``train`` study into its views (the chain's deterministic steps
-   run once and are kept; the random augmentation runs per epoch) and train with
+   run once and are kept; the random augmentation runs per epoch) — or, with a
+   ``patch_size``, into patches cut from the views afresh each epoch, some around
+   the lesion, each patch's target whether it holds malignant-lesion pixels
+   (:class:`PatchLabeld`) — and train with
    the chosen loss (plain BCE, focal, or class-balanced focal — Lin et al. 2017;
    Cui et al. 2019) and optionally a balanced sampler over views, keeping the
    epoch with the best per-view AUROC on ``tune``
@@ -28,6 +31,7 @@ and serving both use. The steps, each on the manifest's own splits:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,9 +44,9 @@ from monai.data.dataloader import DataLoader
 from monai.data.dataset import Dataset
 from monai.transforms.compose import Compose
 from monai.transforms.traits import RandomizableTrait
+from monai.transforms.transform import MapTransform
 from numpy.typing import NDArray
 from sklearn.metrics import roc_auc_score
-from torch.utils.data import WeightedRandomSampler
 from tqdm.auto import tqdm
 
 from medvision.calibration.refit import FindingCalibration, SplitScores
@@ -55,19 +59,18 @@ from medvision.training.classifier import (
     LESION_MASK_KEY,
     TrainOptions,
     default_network,
+    fit,
     require_masks,
     split_rows,
     training_chain,
-    training_loss,
+    training_loader,
 )
-from medvision.training.imbalance import balanced_sampler_weights
 from medvision.training.loop import (
     EpochRecord,
     auroc_per_finding,
     plain_tensor,
     seed_everything,
     select_device,
-    train_classifier,
 )
 from medvision.training.registration import register_calibrated
 from medvision.transforms.loading import IMAGE_KEY, study_item
@@ -120,6 +123,33 @@ def split_chain(chain: Compose) -> tuple[Compose, Compose]:
     if first is None:
         return chain, Compose([])
     return Compose(steps[:first]), Compose(steps[first:])
+
+
+class PatchLabeld(MapTransform):
+    """Set a patch's training target: whether its lesion mask holds any pixel.
+
+    A patch cut from a malignant breast's view away from the lesion shows no
+    cancer, so its target is 0; the breast's label would teach the network to
+    call normal tissue malignant.
+
+    Parameters
+    ----------
+    mask_key
+        Key of the patch's lesion mask.
+    label_key
+        Key that receives the target, float32 of shape ``(1,)``.
+    """
+
+    def __init__(self, mask_key: str = LESION_MASK_KEY, label_key: str = LABEL_KEY) -> None:
+        super().__init__([mask_key])
+        self.mask_key, self.label_key = mask_key, label_key
+
+    def __call__(self, data: Any) -> dict[str, Any]:
+        """Return a copy of the item with its target set from its mask."""
+        item = dict(data)
+        holds_lesion = bool(torch.as_tensor(item[self.mask_key]).max() > 0.5)
+        item[self.label_key] = np.array([float(holds_lesion)], dtype=np.float32)
+        return item
 
 
 def view_items(
@@ -251,6 +281,8 @@ def train_mammography(options: TrainOptions, progress: bool = True) -> Mammograp
         )
     )
     augmentation.set_random_state(seed=options.seed)
+    if getattr(chain, "patch_size", None) is not None:
+        augmentation = Compose([augmentation, PatchLabeld()])
     train_views = view_items(
         splits["train"],
         options.manifest,
@@ -268,41 +300,26 @@ def train_mammography(options: TrainOptions, progress: bool = True) -> Mammograp
         workers=options.workers,
     )
     train_labels = _labels(train_views)
-    sampler = None
-    if options.balanced_sampler:
-        weights = balanced_sampler_weights(train_labels)
-        sampler = WeightedRandomSampler(
-            weights.tolist(),
-            num_samples=len(weights),
-            replacement=True,
-            generator=torch.Generator().manual_seed(options.seed),
-        )
-    train_loader = DataLoader(
-        Dataset(train_views, augmentation),
-        batch_size=options.batch_size,
-        shuffle=sampler is None,
-        sampler=sampler,
-        num_workers=options.workers,
-        generator=torch.Generator().manual_seed(options.seed),
-    )
+    train_loader = training_loader(Dataset(train_views, augmentation), train_labels, options)
     tune_loader = DataLoader(
         Dataset(tune_views), batch_size=options.batch_size, shuffle=False, num_workers=0
     )
     network = build_network(network_description)
     name = options.name or DEFAULT_NAME
-    records = train_classifier(
-        network,
-        train_loader,
-        tune_loader,
-        training_loss(options, train_labels),
-        (VIEW_FINDING,),
-        epochs=options.epochs,
-        learning_rate=options.learning_rate,
-        device=device,
-        metrics_log=options.out / f"{name}.metrics.jsonl",
-        progress=progress,
-        lesion_mask_key=LESION_MASK_KEY if options.lesion_masks else None,
-    )
+    with warnings.catch_warnings():
+        # A view without a lesion gives only patches away from one, as meant; MONAI
+        # warns about that once per view and epoch.
+        warnings.filterwarnings("ignore", message="Num foregrounds 0", category=UserWarning)
+        records = fit(
+            network,
+            (train_loader, tune_loader),
+            options,
+            train_labels,
+            (VIEW_FINDING,),
+            name,
+            device,
+            progress,
+        )
     entry = ModelEntry(
         name=name,
         version=options.version,

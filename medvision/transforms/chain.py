@@ -22,7 +22,11 @@ import numpy as np
 import torch
 from monai.data.meta_tensor import MetaTensor
 from monai.transforms.compose import Compose
-from monai.transforms.croppad.dictionary import SpatialPadd
+from monai.transforms.croppad.dictionary import (
+    RandCropByPosNegLabeld,
+    RandSpatialCropd,
+    SpatialPadd,
+)
 from monai.transforms.intensity.dictionary import RandScaleIntensityd, RandShiftIntensityd
 from monai.transforms.post.dictionary import Invertd
 from monai.transforms.spatial.dictionary import RandAffined
@@ -111,7 +115,9 @@ class TransformChain:
             steps.append(LoadMasksd(names, mask_key=mask_key))
         steps += self.steps(training, keys, modes)
         steps.append(EnsureTyped(keys, dtype=torch.float32))
-        return Compose(steps)
+        # Two levels: a multi-view study is a list of views, and a view cut into
+        # training patches a list of patches.
+        return Compose(steps, map_items=2)
 
     @classmethod
     def build_default(
@@ -198,6 +204,64 @@ def intensity_jitter(fraction: float, probability: float) -> list[Transform]:
     return [
         RandScaleIntensityd(IMAGE_KEY, factors=fraction, prob=probability),
         RandShiftIntensityd(IMAGE_KEY, offsets=fraction, prob=probability),
+    ]
+
+
+def positive_region(roi_size: Sequence[int]) -> tuple[int, ...]:
+    """Return the region cut around a mask voxel, from which a training patch is cut.
+
+    A quarter of the patch more on each side, so the mask voxel lands anywhere in
+    the middle half of the patch along each axis.
+    """
+    return tuple(int(size) + 2 * (int(size) // 4) for size in roi_size)
+
+
+def lesion_patches(
+    keys: list[str],
+    roi_size: Sequence[int],
+    positive_fraction: float,
+    samples: int,
+    foreground_threshold: float | None = None,
+) -> list[Transform]:
+    """Return the steps that cut ``samples`` training patches, some around a lesion.
+
+    A patch centred on a mask voxel of a small lesion always has the lesion in
+    its middle, and a network learns "the centre" instead of "a lesion" (measured
+    on CT: the probability at a nodule fell from 0.4 to 0 when the nodule was moved
+    4 voxels off the patch centre). So ``RandCropByPosNegLabeld`` cuts a region
+    half as large again (:func:`positive_region`) around a mask voxel (a share
+    ``positive_fraction`` of the samples) or around a voxel outside the mask, and
+    the patch is cut from that region at a random place. An image without a
+    lesion gives only the second kind.
+
+    Parameters
+    ----------
+    keys
+        Image key, then mask key (the mask drives the sampling).
+    roi_size
+        Patch size.
+    positive_fraction
+        Share of patches cut around a mask voxel.
+    samples
+        Patches per image; the item becomes a list of that many.
+    foreground_threshold
+        When given, patches are only centred where the image is above it (the
+        body, not the air or padding around it).
+    """
+    region = positive_region(roi_size)
+    return [
+        SpatialPadd(keys, region),
+        RandCropByPosNegLabeld(
+            keys,
+            label_key=keys[1],
+            spatial_size=region,
+            pos=positive_fraction,
+            neg=1.0 - positive_fraction,
+            num_samples=samples,
+            image_key=None if foreground_threshold is None else IMAGE_KEY,
+            image_threshold=0.0 if foreground_threshold is None else foreground_threshold,
+        ),
+        RandSpatialCropd(keys, roi_size, random_size=False),
     ]
 
 

@@ -12,8 +12,9 @@ Steps (dictionary transforms, image and optional mask together):
 5. training only: sample patches of :data:`ROI_SIZE` — with a mask key,
    ``RandCropByPosNegLabeld`` cuts a region half as large again around a mask
    voxel (two thirds of the samples) or any voxel, and the patch is cut from that
-   region at a random place (:func:`positive_region`), so a nodule is not always
-   at the patch centre; without a mask, ``RandSpatialCropSamplesd`` — then mild
+   region at a random place
+   (:func:`~medvision.transforms.chain.lesion_patches`), so a nodule is not
+   always at the patch centre; without a mask, ``RandSpatialCropSamplesd`` — then mild
    intensity scaling and shifting. Each training item becomes a list of patches.
 
 Inference runs on the whole resampled volume with :func:`sliding_window_inferer`.
@@ -36,19 +37,19 @@ from collections.abc import Sequence
 from enum import StrEnum
 
 from monai.inferers.inferer import SlidingWindowInferer
-from monai.transforms.croppad.dictionary import (
-    RandCropByPosNegLabeld,
-    RandSpatialCropd,
-    RandSpatialCropSamplesd,
-    SpatialPadd,
-)
+from monai.transforms.croppad.dictionary import RandSpatialCropSamplesd, SpatialPadd
 from monai.transforms.intensity.dictionary import ScaleIntensityRanged
 from monai.transforms.spatial.dictionary import Orientationd, Spacingd
 from monai.transforms.transform import Transform
 
 from medvision.choices import parse_choice
 from medvision.modality import Modality
-from medvision.transforms.chain import TransformChain, check_positive, intensity_jitter
+from medvision.transforms.chain import (
+    TransformChain,
+    check_positive,
+    intensity_jitter,
+    lesion_patches,
+)
 from medvision.transforms.loading import IMAGE_KEY
 
 #: Target voxel spacing in mm (RAS axes), see the module docstring.
@@ -138,25 +139,9 @@ class CtTransforms(TransformChain):
         if not training:
             return steps
         if len(keys) > 1:
-            # A positive patch is centred on a mask voxel. Phantom nodules are a few
-            # voxels across, so a patch cut there always has its nodule in the middle
-            # and the network learns "the centre" instead of "a nodule" (measured: the
-            # probability at a nodule fell from 0.4 to 0 when the nodule was moved 4
-            # voxels off the patch centre). So a larger region is cut around the mask
-            # voxel and the patch is cut from it at a random place.
-            region = positive_region(self.roi_size)
-            steps += [
-                SpatialPadd(keys, region),
-                RandCropByPosNegLabeld(
-                    keys,
-                    label_key=keys[1],
-                    spatial_size=region,
-                    pos=self.positive_fraction,
-                    neg=1.0 - self.positive_fraction,
-                    num_samples=self.samples_per_volume,
-                ),
-                RandSpatialCropd(keys, self.roi_size, random_size=False),
-            ]
+            steps += lesion_patches(
+                keys, self.roi_size, self.positive_fraction, self.samples_per_volume
+            )
         else:
             steps += [
                 SpatialPadd(keys, self.roi_size),
@@ -165,15 +150,6 @@ class CtTransforms(TransformChain):
                 ),
             ]
         return steps + intensity_jitter(self.intensity_fraction, self.augment_probability)
-
-
-def positive_region(roi_size: Sequence[int]) -> tuple[int, ...]:
-    """Return the region cut around a mask voxel, from which a training patch is cut.
-
-    A quarter of the patch more on each side, so the mask voxel lands anywhere in
-    the middle half of the patch along each axis.
-    """
-    return tuple(int(size) + 2 * (int(size) // 4) for size in roi_size)
 
 
 #: Compose the CT chain: ``build_transforms(training, chain=None, *, mask_key=None,

@@ -2,6 +2,7 @@ import json
 import math
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -9,18 +10,20 @@ import torch
 from monai.transforms.traits import RandomizableTrait
 
 from medvision.calibration.refit import SplitScores
-from medvision.data.manifest import ManifestRow, write_manifest
+from medvision.data.manifest import ManifestRow, read_manifest, write_manifest
 from medvision.modality import FINDINGS, Modality
 from medvision.models.registry import load_model, load_registry, sha256_of
 from medvision.synth.generator import SynthConfig, generate
 from medvision.training.classifier import LESION_MASK_KEY, LossKind, TrainOptions
 from medvision.training.mammography import (
     LESION_MASK_NAMES,
+    PatchLabeld,
     per_breast_auroc,
     split_chain,
     train_mammography,
     view_items,
 )
+from medvision.transforms.loading import study_item
 from medvision.transforms.mammo import MammoTransforms
 
 TINY_NETWORK = {
@@ -54,15 +57,20 @@ def _assign_splits(rows: list[ManifestRow]) -> list[ManifestRow]:
     return [replace(row, split=s) for row, s in zip(rows, split, strict=True)]
 
 
-@pytest.mark.slow
-def test_training_writes_a_verified_model_calibrated_for_every_finding(tmp_path: Path) -> None:
+def _tiny_set(tmp_path: Path) -> Path:
+    """Write nine phantom studies with splits (:data:`SPLIT_PLAN`); return the manifest."""
     data = tmp_path / "data"
     config = SynthConfig((Modality.MAMMO,), 9, 5, data, prevalence={"*": 0.5}, workers=1)
     rows = _assign_splits(generate(config, progress=False))
     write_manifest(rows, data / "manifest.csv")
+    return data / "manifest.csv"
+
+
+def _tiny_run(tmp_path: Path, **changes: Any) -> TrainOptions:
+    """Options of a one-epoch run of the tiny network on :func:`_tiny_set`, with ``changes``."""
     options = TrainOptions(
         modality=Modality.MAMMO,
-        manifest=data / "manifest.csv",
+        manifest=_tiny_set(tmp_path),
         out=tmp_path / "model",
         epochs=1,
         batch_size=8,
@@ -74,6 +82,12 @@ def test_training_writes_a_verified_model_calibrated_for_every_finding(tmp_path:
         input_size=(128, 96),
         workers=1,
     )
+    return replace(options, **changes)
+
+
+@pytest.mark.slow
+def test_training_writes_a_verified_model_calibrated_for_every_finding(tmp_path: Path) -> None:
+    options = _tiny_run(tmp_path)
     result = train_mammography(options, progress=False)
     entry = result.entry
     out = tmp_path / "model"
@@ -100,6 +114,36 @@ def test_training_writes_a_verified_model_calibrated_for_every_finding(tmp_path:
     network = load_model(entry, out)
     with torch.no_grad():
         assert tuple(network(torch.zeros(2, 1, 128, 96)).shape) == (2, 1)
+
+
+@pytest.mark.slow
+def test_patch_training_records_its_patches_and_serves_whole_views(tmp_path: Path) -> None:
+    options = _tiny_run(
+        tmp_path,
+        epochs=2,
+        batch_size=4,
+        loss=LossKind.BCE,
+        balanced_sampler=True,
+        workers=0,
+        patch_size=(64, 48),
+        patches_per_view=3,
+    )
+    result = train_mammography(options, progress=False)
+    parameters = result.entry.transforms["parameters"]
+    assert parameters["patch_size"] == [64, 48] and parameters["patches_per_view"] == 3
+    assert result.entry.input_size == (128, 96)
+    assert [record.epoch for record in result.epochs] == [1, 2]
+    # Tuning scored whole views: two classes of breasts among the tune views.
+    assert all(0.0 <= r.tune_auroc["malignancy_of_view_breast"] <= 1.0 for r in result.epochs)
+    # Serving rebuilds the chain without patches: a whole view in, one logit out.
+    served = MammoTransforms.from_parameters(parameters).build(training=False)
+    row = next(r for r in read_manifest(options.manifest) if r.split == "test")
+    views = served(study_item(row, options.manifest))
+    assert [tuple(v["image"].shape) for v in views] == [(1, 128, 96)] * 4
+    network = load_model(result.entry, options.out)
+    with torch.no_grad():
+        logits = network(torch.stack([v["image"] for v in views]))
+    assert tuple(logits.shape) == (4, 1)
 
 
 def _scores(logits: list[list[float]], labels: list[list[int]]) -> SplitScores:
@@ -173,3 +217,27 @@ def test_views_loaded_by_threads_equal_those_loaded_in_order(tmp_path: Path) -> 
     for one, other in zip(in_order, threaded, strict=True):
         assert torch.equal(one["image"], other["image"])
         assert np.array_equal(one["label"], other["label"])
+
+
+def test_a_patch_s_target_is_whether_it_holds_lesion_pixels() -> None:
+    label = PatchLabeld()
+    lesion = torch.zeros(1, 8, 8)
+    lesion[0, 3, 4] = 1.0
+    # A patch of a malignant breast away from its lesion is a negative patch.
+    away = label({LESION_MASK_KEY: torch.zeros(1, 8, 8), "label": np.array([1.0])})
+    on = label({LESION_MASK_KEY: lesion, "label": np.array([0.0])})
+    assert away["label"].tolist() == [0.0] and away["label"].dtype == np.float32
+    assert on["label"].tolist() == [1.0]
+
+
+def test_patch_training_needs_lesion_masks_and_mammography(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--patch-size needs --lesion-masks"):
+        TrainOptions(modality=Modality.MAMMO, manifest=tmp_path, out=tmp_path, patch_size=(64, 64))
+    with pytest.raises(ValueError, match="--patch-size applies to mammography"):
+        TrainOptions(
+            modality=Modality.CXR,
+            manifest=tmp_path,
+            out=tmp_path,
+            patch_size=(64, 64),
+            lesion_masks=True,
+        )

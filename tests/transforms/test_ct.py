@@ -10,7 +10,7 @@ from scipy import ndimage
 from medvision.data.manifest import resolve
 from medvision.modality import Modality
 from medvision.transforms import ct
-from medvision.transforms.chain import MapKind, to_original_grid
+from medvision.transforms.chain import MapKind, positive_region, to_original_grid
 from medvision.transforms.loading import study_item
 from tests.transforms.phantoms import MakeStudy, device_models, dice, ground_truth_masks
 
@@ -89,7 +89,7 @@ def test_positive_patches_do_not_always_hold_the_nodule_at_their_centre(
     spread = np.ptp(np.array(offsets), axis=0)
     # The patch is cut at a random place of a region a quarter larger on each side.
     assert np.all(spread >= 4.0)
-    assert ct.positive_region(ct.ROI_SIZE) == (48, 48, 48)
+    assert positive_region(ct.ROI_SIZE) == (48, 48, 48)
 
 
 def test_training_without_a_mask_samples_random_patches(phantom_on_device: MakeStudy) -> None:

@@ -130,3 +130,48 @@ def test_a_study_collates_into_a_batch_of_four_views(phantom_on_device: MakeStud
     assert tuple(batch["image"].shape) == (4, 1, 256, 192)
     assert batch["image"].meta["laterality"] == ["R", "L", "R", "L"]
     assert batch["image"].meta["view_position"] == ["CC", "CC", "MLO", "MLO"]
+
+
+def test_training_patches_hold_the_lesion_at_varying_places_and_stay_in_the_breast(
+    phantom_on_device: MakeStudy,
+) -> None:
+    manifest, row = phantom_on_device(Modality.MAMMO, "Aquila Mammo S")
+    chain = mammo.MammoTransforms(
+        input_size=(512, 384), patch_size=(96, 96), patches_per_view=8, positive_fraction=1.0
+    ).build(True, mask_key="label", mask_names=("malignancy",))
+    chain.set_random_state(seed=0)
+    views = chain(study_item(row, manifest))
+    assert isinstance(views, list) and len(views) == 4
+    with_lesion = [v for v in views if isinstance(v, list) and v[0]["label"].any()]
+    assert len(with_lesion) == 2  # both views of the malignant breast
+    for patches in views:
+        assert len(patches) == 8
+        for patch in patches:
+            assert tuple(patch["image"].shape) == tuple(patch["label"].shape) == (1, 96, 96)
+    centres = []
+    for patches in with_lesion:
+        for patch in patches:
+            mask = np.asarray(patch["label"][0]) > 0.5
+            assert mask.any()  # every patch of a lesion view holds lesion pixels
+            centres.append(ndimage.center_of_mass(mask))
+    assert np.ptp(np.array(centres), axis=0).min() >= 8.0  # not always in the middle
+
+
+def test_patches_of_views_without_a_lesion_are_cut_from_the_breast(
+    phantom_on_device: MakeStudy,
+) -> None:
+    manifest, row = phantom_on_device(Modality.MAMMO, "Aquila Mammo S")
+    chain = mammo.MammoTransforms(
+        input_size=(512, 384), patch_size=(64, 64), patches_per_view=6
+    ).build(True, mask_key="label", mask_names=("malignancy",))
+    chain.set_random_state(seed=1)
+    views = chain(study_item(row, manifest))
+    without = [p for v in views for p in v if not p["label"].any()]
+    assert without
+    # The patch centre lies in the breast (never in the air or padding around it).
+    assert all(float(p["image"][0, 32, 32]) > 0.05 for p in without)
+
+
+def test_a_patch_larger_than_the_input_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"no larger than the input size \(256, 192\)"):
+        mammo.MammoTransforms(patch_size=(300, 100))
