@@ -1,19 +1,20 @@
 """Measure how faithful the Grad-CAM heatmaps are, per model, on fresh phantoms.
 
-For every 2-D classifier of the registry a fresh phantom set is generated (seed
-9101, the training sites, prevalence 0.5, every study in ``test``) and analysed as
+For every model of the registry (the 2-D classifiers and the CT segmenter, whose
+heatmaps are 3-D) a fresh phantom set is generated (seed 9101, the training sites,
+prevalence 0.5, every study in ``test``) and analysed as
 ``medvision explain`` does (``analyze(..., explain="flagged")``). Then, per model and
 finding, over the **flagged true positives** (flagged, and the phantom has the
 finding) and each of their heatmaps whose image shows the lesion:
 
 - **pointing game**: the share of heatmaps whose peak lies on the lesion or within
-  15 pixels of it (Wilson 95 % interval);
-- **mass inside**: the mean share of the heatmap on lesion pixels, beside the mean
-  lesion area fraction (what a uniform heatmap would score);
+  15 pixels of it (CT: the 3-D peak within 5 mm of the nodule; Wilson 95 % interval);
+- **mass inside**: the mean share of the heatmap on lesion pixels (voxels), beside the
+  mean lesion area (volume) fraction (what a uniform heatmap would score);
 - **randomisation check** (Adebayo et al. 2018): for up to ``--randomised`` of those
   studies, the heatmap of a copy of the network with all weights drawn anew, and the
-  mean Spearman rank correlation with the trained model's heatmap; passes at 0.5 or
-  below;
+  mean Spearman rank correlation with the trained model's heatmap (CT: over the
+  volume); passes at 0.5 or below;
 - **cost**: median time to explain one finding of one study, over the median time
   of the forward pass that scored it (both on the chosen device, one study at a time).
 
@@ -37,6 +38,8 @@ from torch import nn
 
 from medvision.data.manifest import ManifestRow
 from medvision.explain.faithfulness import (
+    POINTING_TOLERANCE_MM,
+    POINTING_TOLERANCE_PX,
     RANDOMISATION_MAX_CORRELATION,
     lesion_mask,
     mass_inside,
@@ -44,8 +47,10 @@ from medvision.explain.faithfulness import (
     randomised_copy,
     rank_correlation,
 )
-from medvision.explain.heatmaps import explain_study
-from medvision.inference.scoring import scorer_for
+from medvision.explain.heatmaps import ct_peak_voxel, ct_window, explain_study
+from medvision.explain.volume import explain_voxel
+from medvision.inference.ct import ITEM_KEY
+from medvision.inference.scoring import PreparedStudy, scorer_for
 from medvision.modality import LESION_MASKS
 from medvision.models.registry import ModelEntry, load_model, load_registry
 from medvision.pipeline import analyze
@@ -53,8 +58,9 @@ from medvision.pipeline.results import AnalysisRun, Finding
 from medvision.statistics import wilson_interval
 from medvision.synth.catalogue import site_named
 from medvision.synth.generator import SynthConfig, generate
-from medvision.training.loop import select_device
-from medvision.transforms.loading import study_item
+from medvision.training.loop import plain_tensor, select_device
+from medvision.transforms.loading import IMAGE_KEY, study_item
+from validation.ct_inputs import series_geometry
 
 SEED = 9101
 PREVALENCE = 0.5
@@ -123,13 +129,21 @@ class Context:
 def _localise(context: Context, row: ManifestRow, found: Finding, tally: Tally) -> None:
     assert row.masks is not None
     masks = np.load(context.folder / row.masks)
+    modality = context.entry.modality
     for heatmap in found.heatmaps:
-        lesion = lesion_mask(masks, context.entry.modality, found.name, heatmap.referenced_uid)
+        if heatmap.volume is None:
+            values, spacing, tolerance = heatmap.values, None, float(POINTING_TOLERANCE_PX)
+            lesion = lesion_mask(masks, modality, found.name, heatmap.referenced_uid)
+        else:  # CT: the 3-D heatmap against the series' nodule mask, distances in mm
+            (series,) = {key.split("__")[0] for key in masks.files}
+            geometry = series_geometry(context.folder / row.path, series)
+            values, spacing, tolerance = heatmap.volume, geometry.spacing_mm, POINTING_TOLERANCE_MM
+            lesion = lesion_mask(masks, modality, found.name, series)
         if lesion is None or not lesion.any():
             continue
         tally.heatmaps += 1
-        tally.hits += pointing_game_hit(heatmap.values, lesion)
-        tally.masses.append(mass_inside(heatmap.values, lesion))
+        tally.hits += pointing_game_hit(values, lesion, tolerance, spacing)
+        tally.masses.append(mass_inside(values, lesion))
         tally.fractions.append(float(lesion.mean()))
 
 
@@ -144,11 +158,31 @@ def _randomise(context: Context, row: ManifestRow, finding: str, tally: Tally) -
     start = time.perf_counter()
     trained = explain_study(context.network, entry, study, score, transforms, [finding], device)
     tally.explain_seconds.append(time.perf_counter() - start)
+    if trained.heatmaps and trained.heatmaps[0].volume is not None:
+        tally.correlations.append(_ct_randomised_correlation(context, study, finding))
+        return
     random = explain_study(
         context.randomised, entry, study, score, transforms, [finding], device, check_logits=False
     )
     for ours, theirs in zip(trained.heatmaps, random.heatmaps, strict=True):
         tally.correlations.append(rank_correlation(ours.values, theirs.values))
+
+
+def _ct_randomised_correlation(context: Context, study: PreparedStudy, finding: str) -> float:
+    """CT: both networks explain the trained model's peak voxel; compare where that can differ.
+
+    The randomised network would pick a voxel of its own, and two heatmaps of
+    different voxels share only zeros; so both explain the trained model's voxel,
+    and the rank correlation is taken over the windows that cover it (model grid).
+    """
+    entry, device = context.entry, context.device
+    channel = entry.findings.index(finding)
+    image = plain_tensor(study.inputs[0][ITEM_KEY][IMAGE_KEY])
+    voxel = ct_peak_voxel(context.network, entry, study, channel, device)
+    window = ct_window(entry)
+    ours = explain_voxel(context.network, image, voxel, window, device=device, channel=channel)
+    theirs = explain_voxel(context.randomised, image, voxel, window, device=device, channel=channel)
+    return rank_correlation(ours.heatmap[ours.region], theirs.heatmap[ours.region])
 
 
 def _figures(context: Context, finding: str, tally: Tally, randomised: int) -> FindingFaithfulness:
@@ -195,7 +229,7 @@ def _context(entry: ModelEntry, models: Path, out: Path, studies: int, device: s
 def measure(
     models: Path, out: Path, studies: int, randomised: int, device: str
 ) -> list[FindingFaithfulness]:
-    """Measure every 2-D classifier of ``models``; return one record per finding."""
+    """Measure every model of ``models`` (classifiers, CT segmenter); one record per finding."""
     figures: list[FindingFaithfulness] = []
     for entry in load_registry(models).values():
         if entry.modality not in LESION_MASKS:

@@ -20,7 +20,9 @@ Each heatmap is mapped back through the model's own transform chain
 laterality flip undone) onto the DICOM image's ``(rows, columns)``, scaled to a
 maximum of 1, with the position of its maximum (``peak``, row and column).
 
-Explanations never change a finding: the probability stays the scorer's. The
+Explanations never change a finding: the probability stays the scorer's. A map that
+is zero everywhere (no position raised the logit) is not shown: a view with one is
+left out, and a finding with no other heatmap gets the note :data:`NO_EVIDENCE`. The
 logits of Grad-CAM's own forward pass are compared with the scored ones (a breast's
 logit is the mean of its views'); if they differ by more than
 :data:`LOGIT_TOLERANCE` the heatmap is not given, because it would explain a
@@ -63,6 +65,13 @@ from medvision.training.loop import plain_tensor
 from medvision.transforms.chain import MapKind, to_original_grid
 from medvision.transforms.ct import sliding_window_inferer
 from medvision.transforms.loading import IMAGE_KEY
+
+#: Why a finding has no heatmap when Grad-CAM's map is zero everywhere: no position's
+#: features raised the logit at the explained layer, so an overlay would show nothing.
+NO_EVIDENCE = (
+    "Grad-CAM found no region that raised the finding's logit (the map is zero everywhere "
+    "at the explained layer)"
+)
 
 #: Largest difference between a scored logit and the explanation pass's logit (float32
 #: on both sides; the GPU scorer runs in bf16, hence the wider margin there).
@@ -159,6 +168,26 @@ def _source_heatmap(
     return (mapped / peak if peak > 0 else mapped).astype(np.float32)
 
 
+def ct_window(entry: ModelEntry) -> tuple[int, ...]:
+    """Return the sliding-window size a CT segmenter's scorer uses."""
+    return tuple(int(v) for v in (entry.input_size or ct_chain(entry).roi_size))
+
+
+def ct_peak_voxel(
+    network: nn.Module, entry: ModelEntry, study: PreparedStudy, channel: int, device: torch.device
+) -> tuple[int, int, int]:
+    """Return the voxel (model grid) whose blended logit is a prepared CT study's logit.
+
+    The scorer's rule (:func:`medvision.inference.ct.study_peak`) on a fresh
+    sliding-window pass of ``network`` (already on ``device``, in eval mode).
+    """
+    image = study.inputs[0][ITEM_KEY][IMAGE_KEY]
+    inferer = sliding_window_inferer(ct_window(entry))
+    logits = predict_logit_map(network, inferer, image, device)
+    labels, _ = find_nodules(logits[channel], np.asarray(image.affine))
+    return study_peak(logits[channel], labels)[1]
+
+
 def _ct_heatmap(
     network: nn.Module,
     entry: ModelEntry,
@@ -172,15 +201,11 @@ def _ct_heatmap(
     if finding not in entry.findings:
         raise ValueError(f"model {entry.name} has no finding '{finding}'")
     channel = entry.findings.index(finding)
-    prepared = study.inputs[0]
-    item, chain = prepared[ITEM_KEY], prepared[TRANSFORMS_KEY]
+    item, chain = study.inputs[0][ITEM_KEY], study.inputs[0][TRANSFORMS_KEY]
     image = item[IMAGE_KEY]
-    roi_size = entry.input_size or ct_chain(entry).roi_size
-    logits = predict_logit_map(network, sliding_window_inferer(roi_size), image, device)
-    labels, _ = find_nodules(logits[channel], np.asarray(image.affine))
-    _, voxel = study_peak(logits[channel], labels)
+    voxel = ct_peak_voxel(network, entry, study, channel, device)
     explained = explain_voxel(
-        network, plain_tensor(image), voxel, roi_size, device=device, channel=channel
+        network, plain_tensor(image), voxel, ct_window(entry), device=device, channel=channel
     )
     if tolerance is not None and abs(explained.logit - scored_logit) > tolerance:
         raise ValueError(
@@ -188,6 +213,8 @@ def _ct_heatmap(
             f"one is {scored_logit:.4f}"
         )
     values = _source_heatmap(torch.from_numpy(explained.heatmap), item, chain)
+    if not values.any():
+        raise ValueError(NO_EVIDENCE)
     index, row, column = (int(v) for v in np.unravel_index(int(np.argmax(values)), values.shape))
     return Heatmap(
         finding=finding,
@@ -273,8 +300,12 @@ def explain_study(
                     f"the explanation's forward pass gave logit {explained:.4f}, the scored "
                     f"one is {target.scored_logit:.4f}"
                 )
+            shown = 0
             for item, heatmap in zip(items, output.heatmaps.cpu(), strict=True):
                 values = _source_heatmap(heatmap, item, transforms)
+                if not values.any():
+                    continue  # an all-zero map shows nothing; another view may
+                shown += 1
                 meta = item[IMAGE_KEY].meta
                 explanation.heatmaps.append(
                     Heatmap(
@@ -287,6 +318,8 @@ def explain_study(
                         else "",
                     )
                 )
+            if not shown:
+                raise ValueError(NO_EVIDENCE)
         except Exception as error:  # a failed explanation never loses a finding
             explanation.notes[finding] = f"no heatmap: {error}"
     return explanation

@@ -49,11 +49,16 @@ class VoxelExplanation:
         The voxel's blended logit from the explanation's own forward passes.
     windows
         How many windows covered the voxel.
+    region
+        The bounding box of those windows on the volume's grid: outside it the
+        heatmap is 0 whatever the network (what a comparison of two heatmaps of the
+        voxel should be restricted to).
     """
 
     heatmap: NDArray[np.float32]
     logit: float
     windows: int
+    region: tuple[slice, slice, slice]
 
 
 def _padding(size: Sequence[int], roi_size: Sequence[int]) -> list[tuple[int, int]]:
@@ -165,4 +170,13 @@ def explain_voxel(
     peak = float(values.max()) if values.numel() else 0.0
     if peak > 0:
         values = values / peak
-    return VoxelExplanation(heatmap=values.float().numpy(), logit=logit, windows=len(covering))
+    x, y, z = (
+        slice(
+            max(min(w[axis].start for w in covering) - before, 0),
+            min(max(w[axis].stop for w in covering) - before, length),
+        )
+        for axis, ((before, _), length) in enumerate(zip(pads, size, strict=True))
+    )
+    return VoxelExplanation(
+        heatmap=values.float().numpy(), logit=logit, windows=len(covering), region=(x, y, z)
+    )

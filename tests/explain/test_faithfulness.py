@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from medvision.explain.faithfulness import (
+    POINTING_TOLERANCE_MM,
     lesion_mask,
     mass_inside,
     pointing_game_hit,
@@ -33,11 +34,24 @@ def test_the_pointing_game_hits_on_the_lesion_and_within_the_tolerance_only() ->
     assert pointing_game_hit(heatmap, lesion)
     heatmap[45, 35], heatmap[45, 55] = 0.0, 1.0  # 16 px right of the lesion's last column
     assert not pointing_game_hit(heatmap, lesion)
-    assert pointing_game_hit(heatmap, lesion, tolerance_px=16)
+    assert pointing_game_hit(heatmap, lesion, tolerance=16)
     with pytest.raises(ValueError, match="the lesion mask is empty"):
         pointing_game_hit(heatmap, np.zeros_like(lesion))
     with pytest.raises(ValueError, match="differ in shape"):
         pointing_game_hit(heatmap[:99], lesion)
+
+
+def test_a_ct_peak_hits_within_the_tolerance_in_millimetres() -> None:
+    nodule = np.zeros((20, 30, 30), dtype=bool)
+    nodule[8:12, 10:14, 10:14] = True
+    heatmap = np.zeros(nodule.shape)
+    # Two slices above the nodule: 2 voxels, 5 mm at 2.5 mm slices, 3 mm at 1.5 mm.
+    heatmap[6, 12, 12] = 1.0
+    assert pointing_game_hit(heatmap, nodule, POINTING_TOLERANCE_MM, (2.5, 2.2, 2.2))
+    assert not pointing_game_hit(heatmap, nodule, POINTING_TOLERANCE_MM, (3.0, 2.2, 2.2))
+    assert pointing_game_hit(heatmap, nodule, POINTING_TOLERANCE_MM, (1.5, 2.2, 2.2))
+    heatmap[6, 12, 12], heatmap[9, 11, 12] = 0.0, 1.0
+    assert pointing_game_hit(heatmap, nodule, 0.0, (3.0, 2.2, 2.2))  # inside: always a hit
 
 
 def test_mass_inside_is_the_share_of_the_heatmap_on_the_lesion() -> None:

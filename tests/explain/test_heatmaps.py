@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 from medvision.data.manifest import ManifestRow
-from medvision.explain.heatmaps import StudyExplanation, explain_study
+from medvision.explain.heatmaps import NO_EVIDENCE, StudyExplanation, explain_study
 from medvision.inference.scoring import PreparedStudy, Scorer, StudyScore, scorer_for
 from medvision.modality import FINDINGS, Modality
-from medvision.models.networks import build_network
+from medvision.models.networks import EvidenceMapDenseNet, build_network
 from medvision.models.registry import ModelEntry, Task
 from medvision.transforms import default_chain
 from medvision.transforms.loading import study_item
@@ -168,3 +168,22 @@ def test_an_explanation_that_fails_is_a_note_not_an_exception(
     )
     assert explanation.heatmaps == []
     assert explanation.notes["nodule"].startswith("no heatmap: ")
+
+
+def test_a_map_that_is_zero_everywhere_is_a_note_not_an_empty_overlay(
+    phantom_set: tuple[Path, list[ManifestRow]],
+) -> None:
+    folder, rows = phantom_set
+    row = next(row for row in rows if row.modality == Modality.CXR)
+    entry = _entry(Modality.CXR)
+    network = build_network(entry.network).eval()
+    assert isinstance(network, EvidenceMapDenseNet)
+    with torch.no_grad():  # no feature moves any logit: Grad-CAM has nothing to show
+        network.evidence.weight.zero_()
+    scorer = scorer_for(entry)
+    study = scorer.prepare(entry, study_item(row, folder / "manifest.csv"))
+    score = scorer.score(network, entry, [study], CPU)[0]
+    transforms = scorer.transforms(entry)
+    explanation = explain_study(network, entry, study, score, transforms, ["nodule"])
+    assert explanation.heatmaps == []
+    assert explanation.notes == {"nodule": f"no heatmap: {NO_EVIDENCE}"}

@@ -44,6 +44,10 @@ def test_the_explained_logit_is_the_sliding_window_s_blended_logit(
     # Only the windows that cover the voxel are explained; nothing farther away.
     far = np.argwhere(heat > 0)
     assert np.all(np.abs(far - np.array(voxel)) < np.array(ROI))
+    outside = np.ones(shape, dtype=bool)
+    outside[explained.region] = False
+    assert not heat[outside].any()
+    assert all(s.start <= v < s.stop for s, v in zip(explained.region, voxel, strict=True))
 
 
 def test_overlapping_windows_all_count() -> None:
