@@ -81,6 +81,7 @@ class Tally:
     masses: list[float] = field(default_factory=list)
     fractions: list[float] = field(default_factory=list)
     correlations: list[float] = field(default_factory=list)
+    randomised: int = 0
     explain_seconds: list[float] = field(default_factory=list)
     forward_seconds: list[float] = field(default_factory=list)
 
@@ -100,7 +101,7 @@ class FindingFaithfulness:
     lesion_fraction: float
     randomised_studies: int
     randomised_correlation: float
-    randomisation_passes: bool
+    randomisation_passes: bool | None
     explain_seconds: float
     forward_seconds: float
 
@@ -158,6 +159,7 @@ def _randomise(context: Context, row: ManifestRow, finding: str, tally: Tally) -
     start = time.perf_counter()
     trained = explain_study(context.network, entry, study, score, transforms, [finding], device)
     tally.explain_seconds.append(time.perf_counter() - start)
+    tally.randomised += 1
     if trained.heatmaps and trained.heatmaps[0].volume is not None:
         tally.correlations.append(_ct_randomised_correlation(context, study, finding))
         return
@@ -185,9 +187,10 @@ def _ct_randomised_correlation(context: Context, study: PreparedStudy, finding: 
     return rank_correlation(ours.heatmap[ours.region], theirs.heatmap[ours.region])
 
 
-def _figures(context: Context, finding: str, tally: Tally, randomised: int) -> FindingFaithfulness:
+def _figures(context: Context, finding: str, tally: Tally) -> FindingFaithfulness:
     nan = float("nan")
     correlation = _mean(tally.correlations)
+    passes = None if np.isnan(correlation) else bool(correlation <= RANDOMISATION_MAX_CORRELATION)
     return FindingFaithfulness(
         model=context.entry.name,
         finding=finding,
@@ -198,9 +201,9 @@ def _figures(context: Context, finding: str, tally: Tally, randomised: int) -> F
         pointing_ci=wilson_interval(tally.hits, tally.heatmaps) if tally.heatmaps else (nan, nan),
         mass_inside=_mean(tally.masses),
         lesion_fraction=_mean(tally.fractions),
-        randomised_studies=min(tally.positives, randomised),
+        randomised_studies=tally.randomised,
         randomised_correlation=correlation,
-        randomisation_passes=bool(correlation <= RANDOMISATION_MAX_CORRELATION),
+        randomisation_passes=passes,
         explain_seconds=_median(tally.explain_seconds),
         forward_seconds=_median(tally.forward_seconds),
     )
@@ -248,7 +251,7 @@ def measure(
                 _localise(context, row, found, tally)
                 if tally.positives <= randomised and found.heatmaps:
                     _randomise(context, row, finding, tally)
-            figures.append(_figures(context, finding, tally, randomised))
+            figures.append(_figures(context, finding, tally))
     return figures
 
 
@@ -270,7 +273,7 @@ def main() -> None:
     for f in figures:
         ci = f"{f.pointing_rate:.2f} ({f.pointing_ci[0]:.2f}-{f.pointing_ci[1]:.2f})"
         ratio = f"{f.explain_seconds:.3f}/{f.forward_seconds:.3f} s"
-        check = "pass" if f.randomisation_passes else "FAIL"
+        check = {True: "pass", False: "FAIL", None: "n/a"}[f.randomisation_passes]
         print(
             f"{f.model:<16} {f.finding:<18} {f.flagged_true_positives:>4} {f.heatmaps:>5} "
             f"{ci:>22} {f.mass_inside:>8.3f} {f.lesion_fraction:>6.3f} "

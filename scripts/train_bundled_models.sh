@@ -41,7 +41,11 @@ for modality in "${modalities[@]}"; do
     case "$modality" in
         cxr) bundle cxr 2000 101 --epochs 40 --learning-rate 1e-3 --loss bce --lesion-masks ;;
         fundus) bundle fundus 2000 102 --epochs 14 --learning-rate 1e-3 --loss bce --lesion-masks ;;
-        mammo) bundle mammo 1000 103 --epochs 12 --learning-rate 1e-3 --loss bce ;;
+        mammo)
+            bundle mammo 1000 103 --epochs 30 --learning-rate 2e-3 --loss bce --lesion-masks \
+                --input-size 512 384 --patch-size 128 128 --patches-per-view 4 --batch-size 8 \
+                --balanced-sampler
+            ;;
         ct) bundle ct 300 104 --epochs 60 --learning-rate 1e-2 --batch-size 4 --workers 1 ;;
         *)
             echo "unknown modality '$modality': expected cxr, fundus, mammo or ct" >&2
