@@ -47,9 +47,9 @@ from medvision.explain.faithfulness import (
     randomised_copy,
     rank_correlation,
 )
-from medvision.explain.heatmaps import ct_peak_voxel, ct_window, explain_study
+from medvision.explain.heatmaps import ct_peak_voxel, explain_study
 from medvision.explain.volume import explain_voxel
-from medvision.inference.ct import ITEM_KEY
+from medvision.inference.ct import ITEM_KEY, window_size
 from medvision.inference.scoring import PreparedStudy, scorer_for
 from medvision.modality import LESION_MASKS
 from medvision.models.registry import ModelEntry, load_model, load_registry
@@ -181,7 +181,7 @@ def _ct_randomised_correlation(context: Context, study: PreparedStudy, finding: 
     channel = entry.findings.index(finding)
     image = plain_tensor(study.inputs[0][ITEM_KEY][IMAGE_KEY])
     voxel = ct_peak_voxel(context.network, entry, study, channel, device)
-    window = ct_window(entry)
+    window = window_size(entry)
     ours = explain_voxel(context.network, image, voxel, window, device=device, channel=channel)
     theirs = explain_voxel(context.randomised, image, voxel, window, device=device, channel=channel)
     return rank_correlation(ours.heatmap[ours.region], theirs.heatmap[ours.region])

@@ -47,11 +47,11 @@ from medvision.explain.volume import explain_voxel
 from medvision.inference.ct import (
     ITEM_KEY,
     TRANSFORMS_KEY,
-    ct_chain,
     find_nodules,
     in_instance_order,
     predict_logit_map,
     study_peak,
+    window_size,
 )
 from medvision.inference.mammography import (
     BREAST_FINDINGS,
@@ -168,11 +168,6 @@ def _source_heatmap(
     return (mapped / peak if peak > 0 else mapped).astype(np.float32)
 
 
-def ct_window(entry: ModelEntry) -> tuple[int, ...]:
-    """Return the sliding-window size a CT segmenter's scorer uses."""
-    return tuple(int(v) for v in (entry.input_size or ct_chain(entry).roi_size))
-
-
 def ct_peak_voxel(
     network: nn.Module, entry: ModelEntry, study: PreparedStudy, channel: int, device: torch.device
 ) -> tuple[int, int, int]:
@@ -182,7 +177,7 @@ def ct_peak_voxel(
     sliding-window pass of ``network`` (already on ``device``, in eval mode).
     """
     image = study.inputs[0][ITEM_KEY][IMAGE_KEY]
-    inferer = sliding_window_inferer(ct_window(entry))
+    inferer = sliding_window_inferer(window_size(entry))
     logits = predict_logit_map(network, inferer, image, device)
     labels, _ = find_nodules(logits[channel], np.asarray(image.affine))
     return study_peak(logits[channel], labels)[1]
@@ -205,7 +200,7 @@ def _ct_heatmap(
     image = item[IMAGE_KEY]
     voxel = ct_peak_voxel(network, entry, study, channel, device)
     explained = explain_voxel(
-        network, plain_tensor(image), voxel, ct_window(entry), device=device, channel=channel
+        network, plain_tensor(image), voxel, window_size(entry), device=device, channel=channel
     )
     if tolerance is not None and abs(explained.logit - scored_logit) > tolerance:
         raise ValueError(

@@ -270,6 +270,11 @@ def ct_chain(entry: ModelEntry) -> CtTransforms:
     return chain
 
 
+def window_size(entry: ModelEntry) -> tuple[int, ...]:
+    """Return the sliding-window size of a CT segmenter: its input size, else its chain's."""
+    return tuple(int(v) for v in (entry.input_size or ct_chain(entry).roi_size))
+
+
 class CtSegmenterScorer:
     """Scorer of CT nodule segmenters (see the module docstring).
 
@@ -321,8 +326,7 @@ class CtSegmenterScorer:
         """Segment each prepared study and report its nodules, mask and study logit."""
         network.eval()
         network.to(device)
-        roi_size = entry.input_size or ct_chain(entry).roi_size
-        inferer = sliding_window_inferer(roi_size)
+        inferer = sliding_window_inferer(window_size(entry))
         scores = []
         for study in studies:
             prepared = study.inputs[0]
