@@ -13,8 +13,9 @@ finding) and each of their heatmaps whose image shows the lesion:
   mean lesion area (volume) fraction (what a uniform heatmap would score);
 - **randomisation check** (Adebayo et al. 2018): for up to ``--randomised`` of those
   studies, the heatmap of a copy of the network with all weights drawn anew, and the
-  mean Spearman rank correlation with the trained model's heatmap (CT: over the
-  volume); passes at 0.5 or below;
+  mean Spearman rank correlation with the trained model's heatmap (CT: both explain
+  the trained model's peak voxel, compared within the windows covering it); passes
+  at 0.5 or below;
 - **cost**: median time to explain one finding of one study, over the median time
   of the forward pass that scored it (both on the chosen device, one study at a time).
 
