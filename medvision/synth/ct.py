@@ -746,6 +746,11 @@ def _draw_nodules(
                 target = target + core * (solid - target)
         _paint(canvas.hu[box], min(contrast, 1.5) * fraction, target)
         inside = (fraction > 0.5) & lung[box]
+        if not inside.any():
+            # A nodule near 4 mm centred between the voxels of a coarse grid (3 mm
+            # slices) fills no voxel by half; it is still painted, so its mask is
+            # the lung voxel it fills most, never none.
+            inside[np.unravel_index(np.argmax(np.where(lung[box], fraction, -1.0)), shape)] = True
         mask[box] |= inside.astype(np.uint8)
         nodule_box = bounding_box(inside.astype(np.uint8))
         assert nodule_box is not None
