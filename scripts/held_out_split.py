@@ -10,10 +10,9 @@ analyses the held-out studies and nothing else.
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 from pathlib import Path
 
-from medvision.data.manifest import read_manifest, resolve, write_manifest
+from medvision.data.manifest import read_manifest, with_absolute_paths, write_manifest
 
 
 def main() -> None:
@@ -31,20 +30,11 @@ def main() -> None:
     data.mkdir(parents=True, exist_ok=True)
     kept = []
     for row in rows:
-        folder = resolve(manifest, row.path).resolve()
+        absolute = with_absolute_paths(row, manifest)
         link = data / row.study_instance_uid
         if not link.is_symlink():
-            link.symlink_to(folder, target_is_directory=True)
-        kept.append(
-            replace(
-                row,
-                path=folder,
-                annotations=None
-                if row.annotations is None
-                else resolve(manifest, row.annotations).resolve(),
-                masks=None if row.masks is None else resolve(manifest, row.masks).resolve(),
-            )
-        )
+            link.symlink_to(absolute.path, target_is_directory=True)
+        kept.append(absolute)
     write_manifest(kept, args.out / "manifest.csv")
     print(f"{len(kept)} studies of split '{args.split}' in {args.out}")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from medvision.modality import EXTRA_COLUMNS, FINDINGS, Modality, all_findings
@@ -237,6 +237,71 @@ def read_manifest(path: Path) -> list[ManifestRow]:
 def resolve(manifest_path: Path, relative: Path) -> Path:
     """Return ``relative`` resolved against the manifest's folder (absolute paths unchanged)."""
     return relative if relative.is_absolute() else manifest_path.parent / relative
+
+
+def with_absolute_paths(row: ManifestRow, manifest_path: Path) -> ManifestRow:
+    """Return ``row`` with its study folder, annotations and masks as absolute paths.
+
+    A row read from ``manifest_path`` then means the same files from any folder.
+    """
+    return replace(
+        row,
+        path=resolve(manifest_path, row.path).resolve(),
+        annotations=None
+        if row.annotations is None
+        else resolve(manifest_path, row.annotations).resolve(),
+        masks=None if row.masks is None else resolve(manifest_path, row.masks).resolve(),
+    )
+
+
+def merge_manifests(manifests: Sequence[Path], out: Path) -> list[ManifestRow]:
+    """Write one manifest holding every row of ``manifests``, paths made absolute.
+
+    Splits, labels and demographics are kept as they are, so phantom sets generated
+    separately (say a ``calibration`` and a ``tune`` set from different seeds) become
+    one manifest with both splits.
+
+    Parameters
+    ----------
+    manifests
+        The manifests to join, in order (rows keep that order).
+    out
+        Where to write the merged CSV (its folder is created).
+
+    Returns
+    -------
+    list of ManifestRow
+        The rows written.
+
+    Raises
+    ------
+    ManifestError
+        If no manifest is given, a manifest is invalid (:func:`read_manifest`), or a
+        study or a patient appears in more than one of them (joined sets must not
+        share a study, and a patient must stay in one split).
+    """
+    if not manifests:
+        raise ManifestError("no manifest to merge")
+    rows: list[ManifestRow] = []
+    study_source: dict[str, Path] = {}
+    patient_source: dict[str, Path] = {}
+    for manifest in manifests:
+        for row in read_manifest(manifest):
+            if row.study_instance_uid in study_source:
+                raise ManifestError(
+                    f"study {row.study_instance_uid} is in both "
+                    f"{study_source[row.study_instance_uid]} and {manifest}"
+                )
+            study_source[row.study_instance_uid] = manifest
+            if row.patient_id:
+                earlier = patient_source.setdefault(row.patient_id, manifest)
+                if earlier != manifest:
+                    raise ManifestError(
+                        f"patient {row.patient_id} is in both {earlier} and {manifest}"
+                    )
+            rows.append(with_absolute_paths(row, manifest))
+    write_manifest(rows, out)
+    return rows
 
 
 def labelled_rows(

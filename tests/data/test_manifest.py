@@ -6,6 +6,7 @@ from medvision.data.manifest import (
     ManifestError,
     ManifestRow,
     manifest_columns,
+    merge_manifests,
     read_manifest,
     write_manifest,
 )
@@ -83,3 +84,53 @@ def test_missing_required_column_is_reported(tmp_path: Path) -> None:
 def test_empty_finding_cell_means_not_assessed(tmp_path: Path) -> None:
     rows = read_manifest(_write(tmp_path, HEADER + "1.2,cxr,a,,1\n"))
     assert rows[0].labels == {"pleural_effusion": 1}
+
+
+def _set(folder: Path, uid: str, patient: str, split: str) -> Path:
+    row = ManifestRow(
+        study_instance_uid=uid,
+        modality=Modality.FUNDUS,
+        path=Path(f"fundus/{uid}"),
+        split=split,
+        patient_id=patient,
+        labels={"referable_dr": 1},
+        masks=Path(f"annotations/{uid}.npz"),
+    )
+    path = folder / "manifest.csv"
+    write_manifest([row], path)
+    return path
+
+
+def test_merged_manifest_keeps_rows_and_makes_paths_absolute(tmp_path: Path) -> None:
+    first = _set(tmp_path / "a", "1.1", "P1", "calibration")
+    second = _set(tmp_path / "b", "1.2", "P2", "tune")
+    out = tmp_path / "merged" / "manifest.csv"
+    merge_manifests([first, second], out)
+    rows = read_manifest(out)
+    assert [(r.study_instance_uid, r.split, r.labels) for r in rows] == [
+        ("1.1", "calibration", {"referable_dr": 1}),
+        ("1.2", "tune", {"referable_dr": 1}),
+    ]
+    assert rows[0].path == (tmp_path / "a" / "fundus" / "1.1").resolve()
+    assert rows[1].masks == (tmp_path / "b" / "annotations" / "1.2.npz").resolve()
+    assert rows[0].annotations is None
+
+
+@pytest.mark.parametrize(
+    ("second_uid", "second_patient", "message"),
+    [("1.1", "P2", "study 1.1 is in both"), ("1.2", "P1", "patient P1 is in both")],
+)
+def test_merging_sets_that_share_a_study_or_patient_is_refused(
+    tmp_path: Path, second_uid: str, second_patient: str, message: str
+) -> None:
+    first = _set(tmp_path / "a", "1.1", "P1", "calibration")
+    second = _set(tmp_path / "b", second_uid, second_patient, "tune")
+    out = tmp_path / "merged.csv"
+    with pytest.raises(ManifestError, match=message):
+        merge_manifests([first, second], out)
+    assert not out.exists()
+
+
+def test_merging_nothing_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="no manifest"):
+        merge_manifests([], tmp_path / "merged.csv")
