@@ -7,7 +7,9 @@
 # sites — the fourth, Harbourview Medical Centre, is kept out for the domain-shift
 # figures of benchmarks/model_acceptance.py), then `medvision train` into
 # medvision/models/weights (fp16 weights, registry entry, metrics log and
-# reports/<name>/calibration_report.json). Phantom sets go to build/bundled/.
+# reports/<name>/calibration_report.json); for the bundled classifiers (cxr, fundus),
+# then refit calibration and thresholds on fresh calibration and tune sets of 1,000
+# studies each (operating_points below). Phantom sets go to build/bundled/.
 # Same seeds, same code and the same CPU give the same weights; a GPU run differs
 # in the last bits (cuDNN, bf16 autocast).
 set -euo pipefail
@@ -33,14 +35,44 @@ bundle() {
         --out "$weights" --seed 0 "$@"
 }
 
+# operating_points MODALITY NAME STUDIES CALIBRATION-SEED TUNE-SEED: refit the model's
+# calibration and thresholds (`medvision calibrate`, weights unchanged) on fresh
+# phantom sets of the training sites, STUDIES each in the calibration and tune
+# splits. The training manifest's tune split picked the kept epoch and holds about
+# 60 positives per finding; a threshold is an order statistic of the positives, so
+# it needs many more to hold its sensitivity on new data (docs/training.md,
+# "Operating points").
+operating_points() {
+    local modality=$1 name=$2 studies=$3 calibration_seed=$4 tune_seed=$5
+    local data="$work/$modality-operating-points"
+    local split seed
+    for split in calibration tune; do
+        seed=$calibration_seed
+        [ "$split" = tune ] && seed=$tune_seed
+        if [ ! -f "$data/$split/manifest.csv" ]; then
+            medvision synth --modality "$modality" --studies "$studies" --seed "$seed" \
+                --prevalence 0.3 --sites "${sites[@]}" --split "$split" --out "$data/$split"
+        fi
+    done
+    python scripts/merge_manifests.py --out "$data/manifest.csv" \
+        "$data/calibration/manifest.csv" "$data/tune/manifest.csv"
+    medvision calibrate --model "$weights/$name.json" --manifest "$data/manifest.csv"
+}
+
 modalities=("$@")
 if [ ${#modalities[@]} -eq 0 ]; then
     modalities=(cxr fundus mammo ct)
 fi
 for modality in "${modalities[@]}"; do
     case "$modality" in
-        cxr) bundle cxr 2000 101 --epochs 40 --learning-rate 1e-3 --loss bce --lesion-masks ;;
-        fundus) bundle fundus 2000 102 --epochs 14 --learning-rate 1e-3 --loss bce --lesion-masks ;;
+        cxr)
+            bundle cxr 2000 101 --epochs 40 --learning-rate 1e-3 --loss bce --lesion-masks
+            operating_points cxr cxr-densenet 1000 201 211
+            ;;
+        fundus)
+            bundle fundus 2000 102 --epochs 14 --learning-rate 1e-3 --loss bce --lesion-masks
+            operating_points fundus fundus-densenet 1000 202 212
+            ;;
         mammo)
             bundle mammo 1000 103 --epochs 30 --learning-rate 2e-3 --loss bce --lesion-masks \
                 --input-size 512 384 --patch-size 128 128 --patches-per-view 4 --batch-size 8 \

@@ -32,9 +32,17 @@ INTENDED_USE = (
 
 
 def _training_line(modality: str) -> str:
-    for line in TRAINING_SCRIPT.read_text(encoding="utf-8").splitlines():
-        if line.strip().startswith(f"{modality}) bundle"):
-            return line.strip().removesuffix(";;").strip()
+    """Return the commands of the script's ``case`` branch for ``modality``, one per line."""
+    lines = [line.strip() for line in TRAINING_SCRIPT.read_text(encoding="utf-8").splitlines()]
+    for index, line in enumerate(lines):
+        if not line.startswith(f"{modality})"):
+            continue
+        branch = [line.removeprefix(f"{modality})").strip()]
+        while not branch[-1].endswith(";;") and index + 1 < len(lines):
+            index += 1
+            branch.append(lines[index])
+        branch[-1] = branch[-1].removesuffix(";;").strip()
+        return "\n".join(part for part in branch if part)
     return "(not found in scripts/train_bundled_models.sh)"
 
 
@@ -103,7 +111,7 @@ def render_card(entry: ModelEntry, models: Path, acceptance: list[dict[str, Any]
         "Phantom studies from `medvision synth` (no patient data): three of the four "
         "phantom sites (Harbourview Medical Centre held out), prevalence 0.3 per finding "
         "before each site's odds, split by patient into train / tune / calibration / test. "
-        "Made by `bash scripts/train_bundled_models.sh`, whose line for this model is:",
+        "Made by `bash scripts/train_bundled_models.sh`, whose commands for this model are:",
         "",
         "```",
         _training_line(entry.modality.value),
@@ -135,7 +143,9 @@ def render_card(entry: ModelEntry, models: Path, acceptance: list[dict[str, Any]
         lines.append("")
         lines.append(
             "Thresholds target sensitivity 0.90 on the tune and calibration splits "
-            "together. Probabilities are calibrated for the enriched phantom population "
+            f"of `{report.get('manifest', '?')}` together; "
+            "calibration is fitted on its calibration split. "
+            "Probabilities are calibrated for the enriched phantom population "
             "(prevalence about 0.3); a "
             "site with another prevalence must recalibrate (`medvision calibrate`)."
         )
