@@ -245,8 +245,9 @@ def lesion_patches(
     samples
         Patches per image; the item becomes a list of that many.
     foreground_threshold
-        When given, patches are only centred where the image is above it (the
-        body, not the air or padding around it).
+        When given, the patches not cut around a lesion are centred only where the
+        image is above it (mammography: the breast, not the air or padding around
+        it; CT: tissue denser than aerated lung).
     """
     region = positive_region(roi_size)
     return [

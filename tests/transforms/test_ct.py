@@ -54,16 +54,19 @@ def test_nodule_mask_still_covers_each_nodule(phantom_on_device: MakeStudy) -> N
     assert image[mask > 0].mean() > image[lung].mean() + 0.1
 
 
-def _nodule_patches(phantom_on_device: MakeStudy, samples: int) -> list[dict[str, Any]]:
-    """Training patches of a phantom CT, every one sampled around a nodule voxel."""
+def _training_patches(phantom_on_device: MakeStudy, **options: Any) -> list[dict[str, Any]]:
+    """Training patches of a phantom CT with a nodule, cut by a chain with ``options``."""
     manifest, row = phantom_on_device(Modality.CT, "Cygnus LD-16")
-    chain = ct.CtTransforms(positive_fraction=1.0, samples_per_volume=samples).build(
-        True, mask_key="label"
-    )
+    chain = ct.CtTransforms(**options).build(True, mask_key="label")
     chain.set_random_state(seed=0)
     patches = chain(study_item(row, manifest))
     assert isinstance(patches, list)
     return patches
+
+
+def _nodule_patches(phantom_on_device: MakeStudy, samples: int) -> list[dict[str, Any]]:
+    """Training patches of a phantom CT, every one sampled around a nodule voxel."""
+    return _training_patches(phantom_on_device, positive_fraction=1.0, samples_per_volume=samples)
 
 
 def test_training_samples_patches_of_the_roi_size_around_the_nodule(
@@ -90,6 +93,32 @@ def test_positive_patches_do_not_always_hold_the_nodule_at_their_centre(
     # The patch is cut at a random place of a region a quarter larger on each side.
     assert np.all(spread >= 4.0)
     assert positive_region(ct.ROI_SIZE) == (48, 48, 48)
+
+
+def _negative_patches(
+    phantom_on_device: MakeStudy, negative_min_hu: float | None
+) -> list[dict[str, Any]]:
+    """Training patches of a phantom CT, none sampled around its nodule."""
+    return _training_patches(
+        phantom_on_device,
+        positive_fraction=0.0,
+        samples_per_volume=24,
+        negative_min_hu=negative_min_hu,
+        augment_probability=0.0,
+    )
+
+
+def test_patches_without_a_nodule_are_centred_on_tissue_denser_than_lung(
+    phantom_on_device: MakeStudy,
+) -> None:
+    low, high = ct.WINDOWS_HU[ct.CtWindow.LUNG_NODULE]
+    dense = (ct.NEGATIVE_MIN_HU - low) / (high - low)
+    # The region's centre voxel lies inside its patch, so each patch holds dense tissue.
+    for patch in _negative_patches(phantom_on_device, ct.NEGATIVE_MIN_HU):
+        assert float(patch["image"].max()) > dense
+    # Centred anywhere, some patches of the same volume fall in the air around it.
+    anywhere = _negative_patches(phantom_on_device, None)
+    assert any(float(patch["image"].max()) <= dense for patch in anywhere)
 
 
 def test_training_without_a_mask_samples_random_patches(phantom_on_device: MakeStudy) -> None:
