@@ -178,6 +178,12 @@ class TrainOptions:
                     "lesion pixels"
                 )
             training_chain(self)  # a patch larger than the input is refused now, not later
+            if self.loss == LossKind.CLASS_BALANCED_FOCAL:
+                raise ValueError(
+                    "--patch-size trains on patches whose share with a lesion is set by the "
+                    "sampling, but class-balanced weights come from the views' labels; "
+                    "use --loss bce or focal (with --balanced-sampler)"
+                )
         if self.patches_per_view < 1:
             raise ValueError(f"--patches-per-view must be at least 1, got {self.patches_per_view}")
         if not 0.0 < self.target_sensitivity < 1.0:

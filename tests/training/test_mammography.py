@@ -230,14 +230,29 @@ def test_a_patch_s_target_is_whether_it_holds_lesion_pixels() -> None:
     assert on["label"].tolist() == [1.0]
 
 
-def test_patch_training_needs_lesion_masks_and_mammography(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="--patch-size needs --lesion-masks"):
-        TrainOptions(modality=Modality.MAMMO, manifest=tmp_path, out=tmp_path, patch_size=(64, 64))
-    with pytest.raises(ValueError, match="--patch-size applies to mammography"):
-        TrainOptions(
-            modality=Modality.CXR,
-            manifest=tmp_path,
-            out=tmp_path,
-            patch_size=(64, 64),
-            lesion_masks=True,
-        )
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"lesion_masks": False}, "--patch-size needs --lesion-masks"),
+        ({"loss": LossKind.CLASS_BALANCED_FOCAL}, "class-balanced weights come from the views'"),
+        ({"modality": Modality.CXR}, "--patch-size applies to mammography"),
+        ({}, None),
+    ],
+)
+def test_patch_training_refuses_bad_combinations(
+    tmp_path: Path, changes: dict[str, Any], message: str | None
+) -> None:
+    options: dict[str, Any] = {
+        "modality": Modality.MAMMO,
+        "manifest": tmp_path,
+        "out": tmp_path,
+        "patch_size": (64, 64),
+        "lesion_masks": True,
+        "loss": LossKind.FOCAL,
+        **changes,
+    }
+    if message is None:
+        TrainOptions(**options)
+    else:
+        with pytest.raises(ValueError, match=message):
+            TrainOptions(**options)
