@@ -207,6 +207,7 @@ def _train(args: argparse.Namespace) -> int:
             input_size=tuple(args.input_size) if args.input_size else None,
             patch_size=tuple(args.patch_size) if args.patch_size else None,
             patches_per_view=args.patches_per_view,
+            patch_symmetries=args.patch_symmetries,
             workers=args.workers,
         )
     except ValueError as error:
@@ -688,6 +689,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=4,
         help="with --patch-size: patches cut from each view per epoch (default 4)",
+    )
+    train.add_argument(
+        "--patch-symmetries",
+        action="store_true",
+        help="with --patch-size: flip patches and turn square ones by 90 degrees at random",
     )
     train.add_argument(
         "--workers",

@@ -122,6 +122,9 @@ class TrainOptions:
     patches_per_view
         With ``patch_size``: patches cut from each view per epoch (a batch of
         ``batch_size`` views holds ``batch_size * patches_per_view`` patches).
+    patch_symmetries
+        With ``patch_size``: flip each patch along each axis at random and turn a
+        square one by a random multiple of 90 degrees.
     workers
         Worker processes that run the random (augmentation, patch) steps of the
         training batches, and threads that run the deterministic loading steps once
@@ -148,6 +151,7 @@ class TrainOptions:
     input_size: tuple[int, int] | None = None
     patch_size: tuple[int, int] | None = None
     patches_per_view: int = 4
+    patch_symmetries: bool = False
     workers: int = 0
 
     def __post_init__(self) -> None:
@@ -184,6 +188,8 @@ class TrainOptions:
                     "sampling, but class-balanced weights come from the views' labels; "
                     "use --loss bce or focal (with --balanced-sampler)"
                 )
+        elif self.patch_symmetries:
+            raise ValueError("--patch-symmetries applies to patches: give --patch-size too")
         if self.patches_per_view < 1:
             raise ValueError(f"--patches-per-view must be at least 1, got {self.patches_per_view}")
         if not 0.0 < self.target_sensitivity < 1.0:
@@ -236,6 +242,8 @@ def training_chain(options: TrainOptions) -> TransformChain:
     if options.patch_size is not None:
         changes["patch_size"] = (int(options.patch_size[0]), int(options.patch_size[1]))
         changes["patches_per_view"] = options.patches_per_view
+        if options.patch_symmetries:
+            changes["patch_symmetries"] = True
     known = {item.name for item in fields(chain)}
     for name in changes:
         if name not in known:

@@ -29,7 +29,7 @@ from monai.transforms.croppad.dictionary import (
 )
 from monai.transforms.intensity.dictionary import RandScaleIntensityd, RandShiftIntensityd
 from monai.transforms.post.dictionary import Invertd
-from monai.transforms.spatial.dictionary import RandAffined
+from monai.transforms.spatial.dictionary import RandAffined, RandFlipd, RandRotate90d
 from monai.transforms.transform import Transform
 from monai.transforms.utility.dictionary import EnsureTyped
 from numpy.typing import NDArray
@@ -264,6 +264,22 @@ def lesion_patches(
         ),
         RandSpatialCropd(keys, roi_size, random_size=False),
     ]
+
+
+def patch_symmetries(keys: list[str], patch_size: Sequence[int]) -> list[Transform]:
+    """Return random flips along each axis of a 2-D patch, and turns by 90 degrees if square.
+
+    Each flip has probability 1/2 and the turn is 0, 1, 2 or 3 quarter turns with
+    equal probability, so a square patch takes each of its eight symmetries
+    (the dihedral group of the square) equally often.
+    """
+    steps: list[Transform] = [
+        RandFlipd(keys, prob=0.5, spatial_axis=0),
+        RandFlipd(keys, prob=0.5, spatial_axis=1),
+    ]
+    if len(set(int(v) for v in patch_size)) == 1:
+        steps.append(RandRotate90d(keys, prob=0.75, max_k=3))
+    return steps
 
 
 class PlanarAugmentation(Protocol):

@@ -29,8 +29,13 @@ Steps (image and optional mask together):
    under 1 % of a view; patches show the network many more of them per CPU
    second, and the fully convolutional network still scores whole views;
 7. training only: a mild random affine (rotation up to 10 degrees, zoom up to
-   10 %) and mild intensity scaling and shifting. No flips: laterality is
-   canonical, and an upside-down MLO view puts the pectoral muscle at the bottom.
+   10 %) and mild intensity scaling and shifting. No flips of whole views:
+   laterality is canonical, and an upside-down MLO view puts the pectoral muscle
+   at the bottom. With ``patch_symmetries``, patches (not whole views) are flipped
+   along each axis and square ones turned by a multiple of 90 degrees at random:
+   a 128-pixel patch of tissue shows a lesion whichever way up it lies, and the
+   eight symmetries of a square give the network eight looks at each training
+   lesion.
 
 Output per view: ``image`` float32 ``(1, 256, 192)`` in ``[0, 1]`` (a list of
 patches in training with a ``patch_size``).
@@ -50,6 +55,7 @@ from medvision.transforms.chain import (
     check_positive,
     fit_and_pad,
     lesion_patches,
+    patch_symmetries,
     planar_augmentation,
 )
 from medvision.transforms.loading import IMAGE_KEY, VIEW_ORDER
@@ -96,6 +102,9 @@ class MammoTransforms(TransformChain):
     foreground_threshold
         Training with a ``patch_size``: patches are centred only where the scaled
         image is above this (the breast, not the air or padding).
+    patch_symmetries
+        Training with a ``patch_size``: flip each patch along each axis at random
+        and turn a square one by a random multiple of 90 degrees.
     """
 
     name = "mammo"
@@ -114,6 +123,7 @@ class MammoTransforms(TransformChain):
     patches_per_view: int = 4
     positive_fraction: float = 0.5
     foreground_threshold: float = 0.1
+    patch_symmetries: bool = False
 
     def __post_init__(self) -> None:
         """Check the parameters."""
@@ -157,6 +167,8 @@ class MammoTransforms(TransformChain):
                 self.patches_per_view,
                 foreground_threshold=self.foreground_threshold,
             )
+            if self.patch_symmetries:
+                steps += patch_symmetries(keys, self.patch_size)
         if training:
             steps += planar_augmentation(keys, modes, self)
         return steps

@@ -127,10 +127,12 @@ def test_patch_training_records_its_patches_and_serves_whole_views(tmp_path: Pat
         workers=0,
         patch_size=(64, 48),
         patches_per_view=3,
+        patch_symmetries=True,
     )
     result = train_mammography(options, progress=False)
     parameters = result.entry.transforms["parameters"]
     assert parameters["patch_size"] == [64, 48] and parameters["patches_per_view"] == 3
+    assert parameters["patch_symmetries"] is True
     assert result.entry.input_size == (128, 96)
     assert [record.epoch for record in result.epochs] == [1, 2]
     # Tuning scored whole views: two classes of breasts among the tune views.
@@ -236,7 +238,9 @@ def test_a_patch_s_target_is_whether_it_holds_lesion_pixels() -> None:
         ({"lesion_masks": False}, "--patch-size needs --lesion-masks"),
         ({"loss": LossKind.CLASS_BALANCED_FOCAL}, "class-balanced weights come from the views'"),
         ({"modality": Modality.CXR}, "--patch-size applies to mammography"),
+        ({"patch_size": None, "patch_symmetries": True}, "--patch-symmetries applies to patches"),
         ({}, None),
+        ({"patch_symmetries": True}, None),
     ],
 )
 def test_patch_training_refuses_bad_combinations(

@@ -1,7 +1,9 @@
 import json
 
+import numpy as np
 import pytest
 import torch
+from monai.transforms.compose import Compose
 
 from medvision.modality import Modality
 from medvision.transforms import (
@@ -10,6 +12,7 @@ from medvision.transforms import (
     default_chain,
     to_original_grid,
 )
+from medvision.transforms.chain import patch_symmetries
 from medvision.transforms.ct import CtTransforms, CtWindow
 from medvision.transforms.cxr import CxrTransforms
 from medvision.transforms.loading import study_item
@@ -93,3 +96,24 @@ def test_a_map_of_another_shape_is_refused(phantom_on_device: MakeStudy) -> None
     item = chain(study_item(row, manifest))
     with pytest.raises(ValueError, match=r"does not fit the image's \(256, 256\)"):
         to_original_grid(torch.zeros(1, 128, 128), item, chain)
+
+
+@pytest.mark.parametrize(("shape", "count"), [((5, 5), 8), ((4, 6), 4)])
+def test_patch_symmetries_give_each_symmetry_of_the_patch_and_move_its_mask_along(
+    shape: tuple[int, int], count: int
+) -> None:
+    image = np.arange(shape[0] * shape[1], dtype=np.float32).reshape(1, *shape)
+    flips = [image, image[:, ::-1], image[:, :, ::-1], image[:, ::-1, ::-1]]
+    turns = [np.rot90(f, k, axes=(1, 2)) for f in flips for k in range(4)]
+    allowed = {t.tobytes() for t in (turns if shape[0] == shape[1] else flips)}
+    assert len(allowed) == count
+    steps = Compose(patch_symmetries(["image", "label"], shape))
+    steps.set_random_state(seed=0)
+    seen: dict[bytes, int] = {}
+    for _ in range(400):
+        out = steps({"image": torch.tensor(image), "label": torch.tensor(2 * image)})
+        result = np.ascontiguousarray(np.asarray(out["image"]))
+        assert np.array_equal(np.asarray(out["label"]), 2 * result)
+        seen[result.tobytes()] = seen.get(result.tobytes(), 0) + 1
+    assert set(seen) == allowed
+    assert min(seen.values()) >= 400 / count / 2  # each about equally often
