@@ -15,7 +15,10 @@ finding) and each of their heatmaps whose image shows the lesion:
   studies, the heatmap of a copy of the network with all weights drawn anew, and the
   mean Spearman rank correlation with the trained model's heatmap (CT: both explain
   the trained model's peak voxel, compared within the windows covering it); passes
-  at 0.5 or below;
+  at 0.5 or below. Where the randomised network finds no evidence at all in an
+  image (an all-zero map, which the pipeline reports as a note, not a heatmap),
+  there is no ranking to correlate: such images are counted apart
+  (``randomised_empty``) and left out of the mean;
 - **cost**: median time to explain one finding of one study, over the median time
   of the forward pass that scored it (both on the chosen device, one study at a time).
 
@@ -83,6 +86,7 @@ class Tally:
     fractions: list[float] = field(default_factory=list)
     correlations: list[float] = field(default_factory=list)
     randomised: int = 0
+    randomised_empty: int = 0
     explain_seconds: list[float] = field(default_factory=list)
     forward_seconds: list[float] = field(default_factory=list)
 
@@ -101,6 +105,7 @@ class FindingFaithfulness:
     mass_inside: float
     lesion_fraction: float
     randomised_studies: int
+    randomised_empty: int
     randomised_correlation: float
     randomisation_passes: bool | None
     explain_seconds: float
@@ -167,8 +172,13 @@ def _randomise(context: Context, row: ManifestRow, finding: str, tally: Tally) -
     random = explain_study(
         context.randomised, entry, study, score, transforms, [finding], device, check_logits=False
     )
-    for ours, theirs in zip(trained.heatmaps, random.heatmaps, strict=True):
-        tally.correlations.append(rank_correlation(ours.values, theirs.values))
+    theirs_of = {heatmap.referenced_uid: heatmap for heatmap in random.heatmaps}
+    for ours in trained.heatmaps:
+        theirs = theirs_of.get(ours.referenced_uid)
+        if theirs is None:  # the randomised network's map of this image is all zero
+            tally.randomised_empty += 1
+        else:
+            tally.correlations.append(rank_correlation(ours.values, theirs.values))
 
 
 def _ct_randomised_correlation(context: Context, study: PreparedStudy, finding: str) -> float:
@@ -203,6 +213,7 @@ def _figures(context: Context, finding: str, tally: Tally) -> FindingFaithfulnes
         mass_inside=_mean(tally.masses),
         lesion_fraction=_mean(tally.fractions),
         randomised_studies=tally.randomised,
+        randomised_empty=tally.randomised_empty,
         randomised_correlation=correlation,
         randomisation_passes=passes,
         explain_seconds=_median(tally.explain_seconds),
@@ -269,7 +280,8 @@ def main() -> None:
     figures = measure(args.models, args.out, args.studies, args.randomised, args.device)
     print(
         f"{'model':<16} {'finding':<18} {'TP':>4} {'maps':>5} {'pointing (95% CI)':>22} "
-        f"{'mass in':>8} {'area':>6} {'rand rho':>8} {'check':>5} {'explain/forward':>16}"
+        f"{'mass in':>8} {'area':>6} {'rand rho':>8} {'empty':>5} {'check':>5} "
+        f"{'explain/forward':>16}"
     )
     for f in figures:
         ci = f"{f.pointing_rate:.2f} ({f.pointing_ci[0]:.2f}-{f.pointing_ci[1]:.2f})"
@@ -278,7 +290,7 @@ def main() -> None:
         print(
             f"{f.model:<16} {f.finding:<18} {f.flagged_true_positives:>4} {f.heatmaps:>5} "
             f"{ci:>22} {f.mass_inside:>8.3f} {f.lesion_fraction:>6.3f} "
-            f"{f.randomised_correlation:>8.2f} {check:>5} {ratio:>16}"
+            f"{f.randomised_correlation:>8.2f} {f.randomised_empty:>5} {check:>5} {ratio:>16}"
         )
     if args.json is not None:
         args.json.write_text(json.dumps([asdict(f) for f in figures], indent=2) + "\n")
