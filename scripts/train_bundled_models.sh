@@ -22,16 +22,36 @@ weights=medvision/models/weights
 work=build/bundled
 sites=("Northfield University Hospital" "Riverside Community Clinic" "St Brendan's General")
 
+# phantoms FOLDER MODALITY STUDIES SEED [SYNTH-OPTIONS...]: generate a set once.
+phantoms() {
+    local data=$1 modality=$2 studies=$3 seed=$4
+    shift 4
+    if [ ! -f "$data/manifest.csv" ]; then
+        medvision synth --modality "$modality" --studies "$studies" --seed "$seed" \
+            --sites "${sites[@]}" --out "$data" "$@"
+    fi
+}
+
 # bundle MODALITY STUDIES SEED TRAIN-OPTIONS...
 bundle() {
     local modality=$1 studies=$2 seed=$3
     shift 3
-    local data="$work/$modality"
-    if [ ! -f "$data/manifest.csv" ]; then
-        medvision synth --modality "$modality" --studies "$studies" --seed "$seed" \
-            --prevalence 0.3 --sites "${sites[@]}" --out "$data"
-    fi
-    medvision train --modality "$modality" --manifest "$data/manifest.csv" \
+    phantoms "$work/$modality" "$modality" "$studies" "$seed" --prevalence 0.3
+    medvision train --modality "$modality" --manifest "$work/$modality/manifest.csv" \
+        --out "$weights" --seed 0 "$@"
+}
+
+# bundle_ct STUDIES SEED EXTRA-STUDIES EXTRA-SEED TRAIN-OPTIONS...: the CT set, plus
+# EXTRA-STUDIES training phantoms that all hold nodules (the segmenter learns from
+# nodule voxels; at prevalence 0.3 the train split holds about 55 scans with nodules).
+bundle_ct() {
+    local studies=$1 seed=$2 extra=$3 extra_seed=$4
+    shift 4
+    phantoms "$work/ct" ct "$studies" "$seed" --prevalence 0.3
+    phantoms "$work/ct-nodules" ct "$extra" "$extra_seed" --prevalence 1.0 --split train
+    python scripts/merge_manifests.py --out "$work/ct-plus/manifest.csv" \
+        "$work/ct/manifest.csv" "$work/ct-nodules/manifest.csv"
+    medvision train --modality ct --manifest "$work/ct-plus/manifest.csv" \
         --out "$weights" --seed 0 "$@"
 }
 
@@ -49,10 +69,7 @@ operating_points() {
     for split in calibration tune; do
         seed=$calibration_seed
         [ "$split" = tune ] && seed=$tune_seed
-        if [ ! -f "$data/$split/manifest.csv" ]; then
-            medvision synth --modality "$modality" --studies "$studies" --seed "$seed" \
-                --prevalence 0.3 --sites "${sites[@]}" --split "$split" --out "$data/$split"
-        fi
+        phantoms "$data/$split" "$modality" "$studies" "$seed" --prevalence 0.3 --split "$split"
     done
     python scripts/merge_manifests.py --out "$data/manifest.csv" \
         "$data/calibration/manifest.csv" "$data/tune/manifest.csv"
@@ -78,7 +95,7 @@ for modality in "${modalities[@]}"; do
                 --input-size 512 384 --patch-size 128 128 --patches-per-view 4 --batch-size 8 \
                 --balanced-sampler
             ;;
-        ct) bundle ct 300 104 --epochs 60 --learning-rate 1e-2 --batch-size 4 --workers 1 ;;
+        ct) bundle_ct 300 104 300 1104 --epochs 60 --learning-rate 1e-2 --batch-size 4 --workers 1 ;;
         *)
             echo "unknown modality '$modality': expected cxr, fundus, mammo or ct" >&2
             exit 2
