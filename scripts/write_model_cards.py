@@ -46,6 +46,15 @@ def _training_line(modality: str) -> str:
     return "(not found in scripts/train_bundled_models.sh)"
 
 
+def _studies_behind(findings: dict[str, Any]) -> str:
+    """Return how many studies the thresholds were chosen on (from the calibration report)."""
+    for figures in findings.values():
+        point = figures["operating_point"]
+        counts = ("true_positives", "false_negatives", "true_negatives", "false_positives")
+        return f"{sum(int(point[name]) for name in counts):,}"
+    return "an unknown number of"
+
+
 def _metrics(models: Path, name: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     path = models / f"{name}.metrics.jsonl"
     if not path.exists():
@@ -167,9 +176,9 @@ def render_card(entry: ModelEntry, models: Path, acceptance: list[dict[str, Any]
         "- Phantoms are simple: real anatomy, pathology and artefacts are far richer. "
         "Nothing here says how the model would do on patients.",
         "- The shifted-site figures show the domain-shift gap on phantoms only.",
-        "- The operating threshold was chosen on a few hundred phantom studies (tune and "
-        "calibration splits); its sensitivity on new data has the confidence interval "
-        "shown, not a guarantee.",
+        f"- The operating threshold was chosen on {_studies_behind(findings)} phantom "
+        "studies (tune and calibration splits); its sensitivity on new data has the "
+        "confidence interval shown, not a guarantee.",
         "- Locations: see the explanation and segmentation outputs; classifiers give no "
         "location of their own.",
         "",
