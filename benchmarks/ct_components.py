@@ -33,6 +33,7 @@ from medvision.data.manifest import read_manifest
 from medvision.inference.ct import (
     CONNECTIVITY,
     ct_chain,
+    equivalent_diameter_mm,
     find_nodules,
     predict_logit_map,
     window_size,
@@ -43,7 +44,7 @@ from medvision.transforms.loading import IMAGE_KEY, MASK_KEY, study_item
 
 #: A component whose surrounding shell is denser than this (HU) sits in soft tissue.
 EMBEDDED_SHELL_HU = -500.0
-#: Nodule size bands (equivalent diameter in mm at 2 mm voxels) for the summary.
+#: Nodule size bands (equivalent-sphere diameter in mm, model grid) for the summary.
 SIZE_BANDS_MM = ((0.0, 6.0), (6.0, 10.0), (10.0, 100.0))
 
 
@@ -72,12 +73,14 @@ def main() -> None:
         truth = np.asarray(item[MASK_KEY][0]) > 0.5
         logits = predict_logit_map(network, inferer, item[IMAGE_KEY], torch.device("cpu"))[0]
         probability = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
-        kept, components = find_nodules(logits, np.asarray(item[IMAGE_KEY].affine))
+        affine = np.asarray(item[IMAGE_KEY].affine)
+        voxel_mm3 = abs(float(np.linalg.det(affine[:3, :3])))
+        kept, components = find_nodules(logits, affine)
         print(f"{row.study_instance_uid} nodule={row.labels.get('nodule')}")
         labels, count = ndimage.label(truth, structure=CONNECTIVITY)
         for index in range(1, count + 1):
             inside = labels == index
-            diameter = (6.0 * inside.sum() * 8.0 / np.pi) ** (1.0 / 3.0)
+            diameter = equivalent_diameter_mm(float(inside.sum()) * voxel_mm3)
             found = bool((kept[inside] > 0).any())
             band = next(i for i, (a, b) in enumerate(SIZE_BANDS_MM) if a <= diameter < b)
             found_by_band[band][0] += int(found)
