@@ -209,6 +209,8 @@ def _train(args: argparse.Namespace) -> int:
             patches_per_view=args.patches_per_view,
             patch_symmetries=args.patch_symmetries,
             workers=args.workers,
+            time_limit_seconds=args.time_limit,
+            init_from=args.init_from,
         )
     except ValueError as error:
         raise UsageError(str(error)) from None
@@ -229,7 +231,9 @@ def _train(args: argparse.Namespace) -> int:
     report_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(
         f"wrote {args.out / entry.weights_file} (sha256 {entry.weights_sha256}), "
-        f"{args.out / (entry.name + '.json')} and {report_path}; kept epoch {result.kept_epoch}"
+        f"{args.out / (entry.name + '.json')} and {report_path}; kept epoch {result.kept_epoch} "
+        f"of {result.epochs_run}"
+        + (f" (time limit; {args.epochs} asked for)" if result.epochs_run < args.epochs else "")
     )
     print(format_calibration_table(outcome, args.target_sensitivity))
     for name, value in result.test_figures.items():
@@ -701,6 +705,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="loader processes for training batches and threads for loading studies "
         "(default 0: all in this process)",
+    )
+    train.add_argument(
+        "--time-limit",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="end the training epochs within SECONDS of the first one's start: after the "
+        "first epoch the run shrinks to the epochs that fit (shorter cosine schedule) and "
+        "keeps its best epoch; loading and calibration come on top",
+    )
+    train.add_argument(
+        "--init-from",
+        type=Path,
+        metavar="ENTRY.json",
+        help="start from this registry entry's verified weights (and network) instead of "
+        "a fresh initialisation, e.g. to fine-tune or to go on from a run made elsewhere",
     )
     train.add_argument("--name", help="model name (default: <modality>-densenet, ct-unet for ct)")
     train.add_argument("--no-progress", action="store_true", help="hide progress bars")

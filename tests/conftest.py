@@ -5,13 +5,18 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
+import torch
 
 from medvision.data.manifest import ManifestRow
-from medvision.modality import Modality
+from medvision.modality import FINDINGS, Modality
+from medvision.models.networks import build_network
+from medvision.models.registry import ModelEntry, Task, save_model
 from medvision.synth.generator import SynthConfig, generate
+from medvision.transforms import default_chain
 
 #: Studies per modality in the shared set: enough for every device of every modality.
 SHARED_STUDIES = 9
@@ -38,6 +43,28 @@ def tiny_densenet(out_channels: int, architecture: str = "densenet") -> dict[str
         "growth_rate": 4,
         "block_config": [1, 1],
     }
+
+
+def save_untrained_cxr_model(
+    directory: Path, name: str, network: dict[str, Any], seed: int
+) -> tuple[ModelEntry, torch.nn.Module]:
+    """Save an untrained cxr network of description ``network`` (seeded) as entry ``name``.
+
+    Returns the entry as written (weights file and hash filled in) and the network.
+    """
+    torch.manual_seed(seed)
+    module = build_network(network)
+    entry = ModelEntry(
+        name=name,
+        version="0",
+        modality=Modality.CXR,
+        findings=FINDINGS[Modality.CXR],
+        task=Task.CLASSIFICATION,
+        network=network,
+        transforms=default_chain(Modality.CXR).describe(),
+        input_size=(256, 256),
+    )
+    return save_model(module, entry, directory), module
 
 
 def tiny_unet(residual_units: int = 0) -> dict[str, object]:

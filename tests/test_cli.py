@@ -100,6 +100,8 @@ def test_synth_writes_manifest_and_prints_summary(
         (["--modality", "mammo", "--input-size", "512"], "expected 2 arguments"),
         (["--modality", "mammo", "--input-size", "512", "0"], "must be 1 or more, got 0"),
         (["--modality", "cxr", "--workers", "-2"], "must be 0 or more, got -2"),
+        (["--modality", "cxr", "--time-limit", "0"], "must be positive, got 0.0"),
+        (["--modality", "cxr", "--time-limit", "inf"], "positive, finite number of seconds"),
         (
             ["--modality", "mammo", "--patch-size", "128", "128"],
             "--patch-size needs --lesion-masks",

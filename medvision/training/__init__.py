@@ -33,12 +33,15 @@ class TrainedModel:
         a test split.
     kept_epoch
         The epoch whose weights were kept.
+    epochs_run
+        Epochs trained (fewer than asked for when a time limit cut the run short).
     """
 
     entry: ModelEntry
     calibration: dict[str, FindingCalibration]
     test_figures: dict[str, float]
     kept_epoch: int
+    epochs_run: int
 
 
 def train_model(options: TrainOptions, progress: bool = True) -> TrainedModel:
@@ -57,7 +60,13 @@ def train_model(options: TrainOptions, progress: bool = True) -> TrainedModel:
                     evaluation.sensitivity_at_max_false_positives
                 ),
             }
-        return TrainedModel(segmenter.entry, segmenter.calibration, figures, segmenter.kept_epoch)
+        return TrainedModel(
+            segmenter.entry,
+            segmenter.calibration,
+            figures,
+            segmenter.kept_epoch,
+            len(segmenter.epochs),
+        )
     if options.modality == Modality.MAMMO:
         from medvision.training.mammography import train_mammography
 
@@ -65,13 +74,23 @@ def train_model(options: TrainOptions, progress: bool = True) -> TrainedModel:
         figures = {f"{name} AUROC": value for name, value in mammography.test_auroc.items()}
         figures["per-breast AUROC"] = mammography.per_breast_test_auroc
         return TrainedModel(
-            mammography.entry, mammography.calibration, figures, _kept(mammography.epochs)
+            mammography.entry,
+            mammography.calibration,
+            figures,
+            _kept(mammography.epochs),
+            len(mammography.epochs),
         )
     from medvision.training.classifier import train_image_classifier
 
     classifier = train_image_classifier(options, progress)
     figures = {f"{name} AUROC": value for name, value in classifier.test_auroc.items()}
-    return TrainedModel(classifier.entry, classifier.calibration, figures, _kept(classifier.epochs))
+    return TrainedModel(
+        classifier.entry,
+        classifier.calibration,
+        figures,
+        _kept(classifier.epochs),
+        len(classifier.epochs),
+    )
 
 
 def _kept(epochs: Sequence[object]) -> int:

@@ -17,6 +17,8 @@ The steps, each on the manifest's own splits (phantom sets split by patient):
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
@@ -38,7 +40,14 @@ from medvision.choices import parse_choice
 from medvision.data.manifest import ManifestRow, labelled_rows
 from medvision.modality import FINDINGS, LESION_MASKS, Modality
 from medvision.models.networks import build_network
-from medvision.models.registry import ModelEntry, Task
+from medvision.models.registry import (
+    ModelEntry,
+    RegistryError,
+    Task,
+    WeightsIntegrityError,
+    load_state_dict,
+    read_entry,
+)
 from medvision.training.imbalance import balanced_sampler_weights, class_balanced_weights
 from medvision.training.loop import (
     EpochRecord,
@@ -130,6 +139,19 @@ class TrainOptions:
         training batches, and threads that run the deterministic loading steps once
         per study; 0 (default) does both in the training process. The same seed and
         the same ``workers`` repeat a CPU run exactly.
+    time_limit_seconds
+        When set, the training epochs end within this many seconds of the first
+        one's start (loading the studies before and calibrating after come on top);
+        a run that would not fit trains fewer epochs over a shorter cosine schedule
+        (:class:`~medvision.training.loop.EpochPlan`), keeps its best epoch as
+        always, and the metrics log's last line says how many epochs ran.
+    init_from
+        A registry entry (``.json``) whose verified weights start the run instead of
+        a fresh initialisation: fine-tuning a model in a new way (e.g. a patch-trained
+        mammography model on whole views), or going on from a run made elsewhere.
+        Its network is the run's (``network``, when given, must be the same) and its
+        modality must be the run's; the metrics log's first line names it and its
+        weights' SHA-256.
     """
 
     modality: Modality
@@ -153,6 +175,8 @@ class TrainOptions:
     patches_per_view: int = 4
     patch_symmetries: bool = False
     workers: int = 0
+    time_limit_seconds: float | None = None
+    init_from: Path | None = None
 
     def __post_init__(self) -> None:
         """Check the options (messages are shown to the user as they are)."""
@@ -160,6 +184,11 @@ class TrainOptions:
             raise ValueError("--epochs and --batch-size must be at least 1")
         if self.workers < 0:
             raise ValueError(f"--workers must be 0 or more, got {self.workers}")
+        if self.time_limit_seconds is not None and not 0 < self.time_limit_seconds < math.inf:
+            raise ValueError(
+                f"--time-limit must be a positive, finite number of seconds, "
+                f"got {self.time_limit_seconds}"
+            )
         if self.input_size is not None:
             if self.modality == Modality.CT:
                 raise ValueError(
@@ -277,6 +306,72 @@ def split_rows(options: TrainOptions, split: str, findings: Sequence[str]) -> li
     return labelled_rows(options.manifest, options.modality, split, findings, options.max_studies)
 
 
+def _initial_entry(options: TrainOptions) -> ModelEntry:
+    """Return the ``init_from`` entry, checked against the run (see :class:`TrainOptions`)."""
+    path = options.init_from
+    if path is None:
+        raise ValueError("the run has no --init-from entry")
+    try:
+        entry = read_entry(path)
+    except (OSError, RegistryError) as error:
+        raise ValueError(f"--init-from {path}: {error}") from None
+    if entry.modality != options.modality:
+        raise ValueError(
+            f"--init-from {path} is a {entry.modality.value} model; this run trains "
+            f"{options.modality.value}"
+        )
+    if options.network and options.network != entry.network:
+        raise ValueError(f"--init-from {path} has another network than the one asked for")
+    return entry
+
+
+def network_for_run(options: TrainOptions, default: dict[str, Any]) -> dict[str, Any]:
+    """Return the network the run trains: ``init_from``'s, else ``network``, else ``default``."""
+    if options.init_from is not None:
+        return dict(_initial_entry(options).network)
+    return options.network or default
+
+
+def initial_network(options: TrainOptions, description: dict[str, Any]) -> nn.Module:
+    """Build the run's network; with ``init_from``, load that entry's verified weights.
+
+    Raises
+    ------
+    ValueError
+        If the entry does not fit the run, or its weights are missing or fail their hash.
+    """
+    network = build_network(description)
+    if options.init_from is not None:
+        entry = _initial_entry(options)
+        try:
+            state = load_state_dict(entry, options.init_from.parent)
+        except WeightsIntegrityError as error:
+            raise ValueError(f"--init-from: {error}") from None
+        network.load_state_dict(state)
+    return network
+
+
+def start_metrics_log(options: TrainOptions, name: str) -> Path:
+    """Create ``<out>/<name>.metrics.jsonl`` afresh; with ``init_from``, its first line names it.
+
+    A log left by an earlier run of the same name is replaced, not appended to.
+    """
+    path = options.out / f"{name}.metrics.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = ""
+    if options.init_from is not None:
+        entry = _initial_entry(options)
+        start = {
+            "initialised_from": str(options.init_from),
+            "name": entry.name,
+            "version": entry.version,
+            "weights_sha256": entry.weights_sha256,
+        }
+        text = json.dumps(start) + "\n"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
 def _items(
     rows: Sequence[ManifestRow], manifest: Path, findings: Sequence[str]
 ) -> list[dict[str, Any]]:
@@ -361,9 +456,10 @@ def fit(
         epochs=options.epochs,
         learning_rate=options.learning_rate,
         device=device,
-        metrics_log=options.out / f"{name}.metrics.jsonl",
+        metrics_log=start_metrics_log(options, name),
         progress=progress,
         lesion_mask_key=LESION_MASK_KEY if options.lesion_masks else None,
+        time_limit_seconds=options.time_limit_seconds,
     )
 
 
@@ -412,8 +508,8 @@ def train_image_classifier(options: TrainOptions, progress: bool = True) -> Trai
         return DataLoader(dataset, batch_size=options.batch_size, shuffle=False, num_workers=0)
 
     tune_loader = loader("tune")
-    network_description = options.network or default_network(options.modality, len(findings))
-    network = build_network(network_description)
+    network_description = network_for_run(options, default_network(options.modality, len(findings)))
+    network = initial_network(options, network_description)
     name = options.name or f"{options.modality.value}-densenet"
     batches = (train_loader, tune_loader)
     records = fit(network, batches, options, train_labels, findings, name, device, progress)

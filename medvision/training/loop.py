@@ -9,9 +9,10 @@ metrics log, so a run can be followed and audited.
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,116 @@ def lesion_map_loss(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return torch.stack(terms).mean()
 
 
+class EpochPlan:
+    """The epochs of a run and their cosine learning-rate schedule, under an optional time limit.
+
+    Without a limit the run trains ``epochs`` epochs with
+    ``torch.optim.lr_scheduler.CosineAnnealingLR`` (the rate falls from the
+    optimiser's to 0 over the run). With ``time_limit_seconds`` the run must end
+    that many seconds after the plan was made (the start of the first epoch):
+
+    - after the first epoch, the plan shrinks to the epochs that fit in the time
+      left at the first epoch's pace (at least one), and the rate then follows the
+      cosine over the shorter run, ``rate * (1 + cos(pi * e / E)) / 2`` before epoch
+      ``e + 1`` of ``E``, so it still ends near 0;
+    - after each later epoch, the run stops when another epoch as long as the
+      longest so far would end past the limit.
+
+    The first epoch is usually the slowest (warm-up), so the plan errs on the short
+    side. Iterate over the plan for the epoch numbers and call :meth:`end_epoch`
+    after each.
+
+    Parameters
+    ----------
+    optimiser
+        The run's optimiser; its learning rates are the schedule's peaks.
+    epochs
+        Epochs asked for.
+    time_limit_seconds
+        Seconds the epochs may take in all, or ``None``.
+    clock
+        Seconds from a monotonic clock (tests pass a fake one).
+
+    Raises
+    ------
+    ValueError
+        If ``epochs`` is below 1 or the limit is not a positive, finite number.
+    """
+
+    def __init__(
+        self,
+        optimiser: torch.optim.Optimizer,
+        epochs: int,
+        time_limit_seconds: float | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        if epochs < 1:
+            raise ValueError(f"a run needs at least one epoch, got {epochs}")
+        if time_limit_seconds is not None and not 0 < time_limit_seconds < math.inf:
+            raise ValueError(
+                f"the time limit must be a positive, finite number of seconds, "
+                f"got {time_limit_seconds}"
+            )
+        self.requested = epochs
+        self.epochs = epochs
+        self.time_limit_seconds = time_limit_seconds
+        self.completed = 0
+        self._optimiser = optimiser
+        self._peaks = [float(group["lr"]) for group in optimiser.param_groups]
+        self._schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=epochs)
+        self._shortened = False
+        self._clock = clock
+        self._started = self._last = clock()
+        self._longest = 0.0
+
+    def __iter__(self) -> Iterator[int]:
+        """Yield epoch numbers 1, 2, … while the plan has epochs left."""
+        while self.completed < self.epochs:
+            yield self.completed + 1
+
+    @property
+    def learning_rate(self) -> float:
+        """The rate of the optimiser's first parameter group for the coming epoch."""
+        return float(self._optimiser.param_groups[0]["lr"])
+
+    @property
+    def stopped_early(self) -> bool:
+        """Whether the time limit cut the run short of the epochs asked for."""
+        return self.epochs < self.requested
+
+    def end_epoch(self) -> None:
+        """Count an epoch, shrink the plan if the time limit needs it, and set the next rate."""
+        now = self._clock()
+        self._longest = max(self._longest, now - self._last)
+        self._last = now
+        self.completed += 1
+        if self.time_limit_seconds is not None and self.completed < self.epochs:
+            left = self.time_limit_seconds - (now - self._started)
+            if self.completed == 1 and self._longest > 0:
+                fit = self.completed + math.floor(left / self._longest)
+                if fit < self.epochs:
+                    self.epochs = max(1, fit)
+                    self._shortened = True
+            elif left < self._longest:
+                self.epochs = self.completed
+        if not self._shortened:
+            self._schedule.step()
+            return
+        share = 0.5 * (1.0 + math.cos(math.pi * self.completed / self.epochs))
+        for group, peak in zip(self._optimiser.param_groups, self._peaks, strict=True):
+            group["lr"] = peak * share
+
+    def summary(self) -> dict[str, Any]:
+        """For the metrics log: nothing without a limit, else the limit and what it left."""
+        if self.time_limit_seconds is None:
+            return {}
+        return {
+            "time_limit_seconds": self.time_limit_seconds,
+            "epochs_requested": self.requested,
+            "epochs_run": self.completed,
+        }
+
+
 def mean_tune_auroc(record: EpochRecord) -> float:
     """Return the mean tuning AUROC over findings with both classes (-inf when none)."""
     values = [v for v in record.tune_auroc.values() if not np.isnan(v)]
@@ -186,6 +297,7 @@ def train_classifier(
     progress: bool = True,
     lesion_mask_key: str | None = None,
     lesion_mask_weight: float = 1.0,
+    time_limit_seconds: float | None = None,
 ) -> list[EpochRecord]:
     """Train ``network`` for ``epochs`` epochs with AdamW and a cosine schedule.
 
@@ -215,6 +327,9 @@ def train_classifier(
         the map's grid, weighted by ``lesion_mask_weight`` (location supervision as
         in Li et al. 2018, "Thoracic disease identification and localization with
         limited supervision").
+    time_limit_seconds
+        When set, the epochs end within this many seconds of the first one's start;
+        the run may then train fewer epochs over a shorter schedule (:class:`EpochPlan`).
 
     Returns
     -------
@@ -227,18 +342,18 @@ def train_classifier(
     if device.type == "cuda":
         network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimiser = torch.optim.AdamW(network.parameters(), lr=learning_rate, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, epochs))
     metrics_log.parent.mkdir(parents=True, exist_ok=True)
     records: list[EpochRecord] = []
     best_state: dict[str, torch.Tensor] | None = None
     best_score, best_epoch = float("-inf"), 0
-    for epoch in range(1, epochs + 1):
+    plan = EpochPlan(optimiser, epochs, time_limit_seconds)
+    for epoch in plan:
         start = time.perf_counter()
         network.train()
         total, count = 0.0, 0
         for batch in tqdm(
             train_batches,
-            desc=f"epoch {epoch}/{epochs}",
+            desc=f"epoch {epoch}/{plan.epochs}",
             unit="batch",
             disable=not progress,
             leave=False,
@@ -261,8 +376,7 @@ def train_classifier(
             optimiser.step()
             total += float(loss.detach()) * len(label)
             count += len(label)
-        rate = float(schedule.get_last_lr()[0])
-        schedule.step()
+        rate = plan.learning_rate
         logits_tune, labels_tune = predict_logits(network, tune_batches, device)
         record = EpochRecord(
             epoch=epoch,
@@ -278,8 +392,10 @@ def train_classifier(
         if best_state is None or score > best_score:
             best_score, best_epoch = score, epoch
             best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
+        plan.end_epoch()
     if best_state is not None:
         network.load_state_dict(best_state)
+    kept = {"kept_epoch": best_epoch, "mean_tune_auroc": best_score, **plan.summary()}
     with metrics_log.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps({"kept_epoch": best_epoch, "mean_tune_auroc": best_score}) + "\n")
+        handle.write(json.dumps(kept) + "\n")
     return records

@@ -53,13 +53,14 @@ from medvision.calibration.refit import FindingCalibration, SplitScores
 from medvision.data.manifest import ManifestRow
 from medvision.inference.mammography import BREAST_FINDINGS, breast_finding
 from medvision.modality import FINDINGS, Modality
-from medvision.models.networks import build_network
 from medvision.models.registry import ModelEntry, Task
 from medvision.training.classifier import (
     LESION_MASK_KEY,
     TrainOptions,
     default_network,
     fit,
+    initial_network,
+    network_for_run,
     require_masks,
     split_rows,
     training_chain,
@@ -219,7 +220,7 @@ def per_breast_auroc(scores: SplitScores, findings: Sequence[str]) -> float:
 
 
 def _view_network(options: TrainOptions) -> dict[str, Any]:
-    description = options.network or default_network(Modality.MAMMO, 1)
+    description = network_for_run(options, default_network(Modality.MAMMO, 1))
     if description.get("out_channels") != 1 or description.get("in_channels") != 1:
         raise ValueError(
             "the mammography network takes one channel per view and gives one logit per "
@@ -304,7 +305,7 @@ def train_mammography(options: TrainOptions, progress: bool = True) -> Mammograp
     tune_loader = DataLoader(
         Dataset(tune_views), batch_size=options.batch_size, shuffle=False, num_workers=0
     )
-    network = build_network(network_description)
+    network = initial_network(options, network_description)
     name = options.name or DEFAULT_NAME
     with warnings.catch_warnings():
         # A view without a lesion gives only patches away from one, as meant; MONAI

@@ -60,10 +60,18 @@ from medvision.evaluation.ct_detection import (
 )
 from medvision.inference.ct import find_nodules, predict_logit_map
 from medvision.modality import FINDINGS, Modality
-from medvision.models.networks import build_network
 from medvision.models.registry import ModelEntry, Task
-from medvision.training.classifier import LossKind, TrainOptions, require_masks, split_rows
+from medvision.training.classifier import (
+    LossKind,
+    TrainOptions,
+    initial_network,
+    network_for_run,
+    require_masks,
+    split_rows,
+    start_metrics_log,
+)
 from medvision.training.loop import (
+    EpochPlan,
     autocast,
     plain_tensor,
     seed_everything,
@@ -329,36 +337,34 @@ def train_ct_segmenter(
         progress=progress,
         num_workers=options.workers,
     )
-    network_description = options.network or default_segmenter_network()
-    network = build_network(network_description).to(device)
+    network_description = network_for_run(options, default_segmenter_network())
+    network = initial_network(options, network_description).to(device)
     loss_function = segmentation_loss(options.loss)
     optimiser = torch.optim.AdamW(
         network.parameters(), lr=options.learning_rate, weight_decay=WEIGHT_DECAY
     )
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=options.epochs)
     inferer = sliding_window_inferer(chain.roi_size)
     name = options.name or DEFAULT_NAME
     options.out.mkdir(parents=True, exist_ok=True)
-    metrics_log = options.out / f"{name}.metrics.jsonl"
-    metrics_log.write_text("", encoding="utf-8")
+    metrics_log = start_metrics_log(options, name)
 
     records: list[SegmenterEpochRecord] = []
     best_state: dict[str, torch.Tensor] | None = None
     best_score: tuple[float, float] = (-math.inf, -math.inf)
     kept_epoch = 0
-    for epoch in range(1, options.epochs + 1):
+    plan = EpochPlan(optimiser, options.epochs, options.time_limit_seconds)
+    for epoch in plan:
         start = time.perf_counter()
-        rate = float(schedule.get_last_lr()[0])
+        rate = plan.learning_rate
         train_loss = _train_epoch(
             network,
             train_loader,
             loss_function,
             optimiser,
             device,
-            f"epoch {epoch}/{options.epochs}",
+            f"epoch {epoch}/{plan.epochs}",
             progress,
         )
-        schedule.step()
         tune_start = time.perf_counter()
         dice, soft_dice = tune_mean_dice(network, tune_set, inferer, device, progress)
         tune_end = time.perf_counter()
@@ -378,6 +384,7 @@ def train_ct_segmenter(
         if best_state is None or score > best_score:
             best_score, kept_epoch = score, epoch
             best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
+        plan.end_epoch()
     if best_state is not None:
         network.load_state_dict(best_state)
     with metrics_log.open("a", encoding="utf-8") as handle:
@@ -385,6 +392,7 @@ def train_ct_segmenter(
             "kept_epoch": kept_epoch,
             "tune_dice": best_score[0],
             "tune_soft_dice": best_score[1],
+            **plan.summary(),
         }
         handle.write(json.dumps(kept) + "\n")
 

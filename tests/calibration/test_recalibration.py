@@ -3,13 +3,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from medvision.cli import main
-from medvision.modality import FINDINGS, Modality
-from medvision.models.networks import build_network
-from medvision.models.registry import ModelEntry, Task, load_model, load_registry, save_model
-from medvision.transforms import default_chain
+from medvision.modality import Modality
+from medvision.models.registry import ModelEntry, load_model, load_registry
+from tests.conftest import save_untrained_cxr_model
 from tests.pipeline.conftest import TINY_NETWORK, labelled_set
 
 
@@ -18,18 +16,7 @@ def model_and_manifest(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, 
     """An untrained tiny cxr model (registered, not calibrated) and a labelled manifest."""
     root = tmp_path_factory.mktemp("recalibration")
     manifest = labelled_set(root / "data", Modality.CXR, per_class=1, seed=60)
-    torch.manual_seed(0)
-    entry = ModelEntry(
-        name="cxr-tiny",
-        version="0",
-        modality=Modality.CXR,
-        findings=FINDINGS[Modality.CXR],
-        task=Task.CLASSIFICATION,
-        network=TINY_NETWORK,
-        transforms=default_chain(Modality.CXR).describe(),
-        input_size=(256, 256),
-    )
-    written = save_model(build_network(TINY_NETWORK), entry, root / "model")
+    written, _ = save_untrained_cxr_model(root / "model", "cxr-tiny", TINY_NETWORK, seed=0)
     return root / "model", written, manifest
 
 

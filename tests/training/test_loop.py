@@ -1,5 +1,6 @@
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,7 @@ import torch
 
 from medvision.models.networks import EvidenceMapDenseNet, build_network
 from medvision.training.loop import (
+    EpochPlan,
     EpochRecord,
     lesion_map_loss,
     predict_logits,
@@ -38,7 +40,7 @@ def _batches(seed: int, count: int = 4, size: int = 8) -> list[dict[str, torch.T
     return batches
 
 
-def _run(tmp_path: Path, name: str) -> list[EpochRecord]:
+def _run(tmp_path: Path, name: str, time_limit_seconds: float | None = None) -> list[EpochRecord]:
     seed_everything(3)
     network = build_network(NETWORK)
     return train_classifier(
@@ -52,6 +54,7 @@ def _run(tmp_path: Path, name: str) -> list[EpochRecord]:
         device=torch.device("cpu"),
         metrics_log=tmp_path / name / "metrics.jsonl",
         progress=False,
+        time_limit_seconds=time_limit_seconds,
     )
 
 
@@ -172,3 +175,95 @@ def test_lesion_supervision_needs_an_evidence_map_network(tmp_path: Path) -> Non
     batches[0]["lesion_mask"] = torch.zeros_like(batches[0]["image"])
     with pytest.raises(ValueError, match="needs an evidence-map network"):
         _train_with_lesion_masks(build_network(NETWORK), batches, _batches(2, count=1), 1, tmp_path)
+
+
+class _Clock:
+    """A fake monotonic clock: each call returns the next of the given readings."""
+
+    def __init__(self, *readings: float) -> None:
+        self.readings = list(readings)
+
+    def __call__(self) -> float:
+        return self.readings.pop(0)
+
+
+def _optimiser(rate: float = 0.01) -> torch.optim.Optimizer:
+    return torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=rate)
+
+
+def _rates(plan: EpochPlan, optimiser: torch.optim.Optimizer) -> list[float]:
+    rates = []
+    for _ in plan:
+        rates.append(plan.learning_rate)
+        optimiser.step()
+        plan.end_epoch()
+    return rates
+
+
+def _run_plan(
+    epochs: int, limit: float | None = None, *readings: float, rate: float = 0.01
+) -> tuple[EpochPlan, list[float]]:
+    """Run a plan over an optimiser of ``rate``; the clock gives ``readings`` when given."""
+    optimiser = _optimiser(rate)
+    clock = _Clock(*readings) if readings else time.perf_counter
+    plan = EpochPlan(optimiser, epochs, time_limit_seconds=limit, clock=clock)
+    return plan, _rates(plan, optimiser)
+
+
+def test_without_a_limit_the_plan_is_torchs_cosine_schedule_exactly() -> None:
+    reference = _optimiser()
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(reference, T_max=7)
+    expected = []
+    for _ in range(7):
+        expected.append(schedule.get_last_lr()[0])
+        reference.step()
+        schedule.step()
+    plan, rates = _run_plan(7)
+    assert rates == expected
+    assert plan.completed == 7 and not plan.stopped_early and plan.summary() == {}
+
+
+def test_a_limit_that_fits_changes_nothing() -> None:
+    plan, rates = _run_plan(3, 100.0, 0.0, 10.0, 20.0, 30.0)
+    assert rates == _run_plan(3)[1]
+    assert plan.summary() == {"time_limit_seconds": 100.0, "epochs_requested": 3, "epochs_run": 3}
+
+
+def test_after_the_first_epoch_the_plan_shrinks_to_what_fits_with_a_shorter_cosine() -> None:
+    # 30 s for the first epoch, 100 s in all: 1 + floor(70 / 30) = 3 epochs of 10.
+    plan, rates = _run_plan(10, 100.0, 0.0, 30.0, 55.0, 80.0)
+    assert plan.epochs == plan.completed == 3 and plan.stopped_early
+    assert rates[0] == 0.01
+    assert rates[1:] == pytest.approx([0.0075, 0.0025], rel=1e-12)
+    assert plan.summary() == {"time_limit_seconds": 100.0, "epochs_requested": 10, "epochs_run": 3}
+
+
+def test_a_run_stops_when_another_epoch_as_long_as_the_longest_would_end_past_the_limit() -> None:
+    # Epoch 1 takes 10 s (plan stays 5); epoch 2 takes 40 s: at 50 s, 50 + 40 > 80.
+    plan, _ = _run_plan(5, 80.0, 0.0, 10.0, 50.0)
+    assert plan.completed == 2 and plan.epochs == 2 and plan.stopped_early
+
+
+def test_a_first_epoch_past_the_limit_still_ends_with_one_epoch() -> None:
+    plan, _ = _run_plan(4, 5.0, 0.0, 9.0)
+    assert plan.completed == 1 and plan.stopped_early
+
+
+@pytest.mark.parametrize(("epochs", "limit"), [(0, None), (3, 0.0), (3, -1.0), (3, math.inf)])
+def test_a_plan_refuses_no_epochs_or_a_limit_that_is_not_positive(
+    epochs: int, limit: float | None
+) -> None:
+    with pytest.raises(ValueError, match=r"at least one epoch|positive, finite number"):
+        EpochPlan(_optimiser(), epochs, time_limit_seconds=limit)
+
+
+def test_a_time_limited_run_keeps_its_best_epoch_and_logs_what_ran(tmp_path: Path) -> None:
+    records = _run(tmp_path, "limited", time_limit_seconds=1e-9)  # over after epoch 1
+    assert [r.epoch for r in records] == [1]
+    kept = json.loads((tmp_path / "limited" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert kept["kept_epoch"] == 1
+    assert (kept["epochs_requested"], kept["epochs_run"], kept["time_limit_seconds"]) == (
+        3,
+        1,
+        1e-9,
+    )

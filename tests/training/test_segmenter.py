@@ -64,6 +64,7 @@ def run(manifest: Path, tmp_path_factory: pytest.TempPathFactory) -> Run:
         device="cpu",
         max_studies=2,
         network=TINY_NETWORK,
+        time_limit_seconds=3600.0,  # far more than two tiny epochs need: changes nothing
     )
     # One intra-op thread: on a small shared CPU, torch's thread pool mostly waits.
     threads = torch.get_num_threads()
@@ -115,6 +116,7 @@ def test_training_logs_each_epoch_then_the_kept_one(run: Run) -> None:
     assert all(0.0 < line["tune_seconds"] < line["seconds"] for line in lines[:2])
     assert lines[0]["learning_rate"] == 2e-3
     assert lines[-1]["kept_epoch"] == result.kept_epoch in {1, 2}
+    assert (lines[-1]["epochs_requested"], lines[-1]["epochs_run"]) == (2, 2)
     kept = max(result.epochs, key=selection_score)
     assert result.kept_epoch == kept.epoch
     assert (lines[-1]["tune_dice"], lines[-1]["tune_soft_dice"]) == selection_score(kept)
