@@ -32,7 +32,9 @@ from monai.transforms.post.dictionary import Invertd
 from monai.transforms.spatial.dictionary import RandAffined, RandFlipd, RandRotate90d
 from monai.transforms.transform import Transform
 from monai.transforms.utility.dictionary import EnsureTyped
+from monai.transforms.utils import map_binary_to_indices
 from numpy.typing import NDArray
+from scipy import ndimage
 
 from medvision.choices import parse_choice
 from medvision.modality import Modality
@@ -216,12 +218,73 @@ def positive_region(roi_size: Sequence[int]) -> tuple[int, ...]:
     return tuple(int(size) + 2 * (int(size) // 4) for size in roi_size)
 
 
+def lesion_balanced_indices(label: Any, foreground: Any) -> NDArray[np.int64]:
+    """Return ``foreground`` (flat mask-voxel indices) with every lesion equally represented.
+
+    A lesion is a connected component (26 neighbours in 3-D, 8 in 2-D) of the mask
+    (any channel above 0). Each lesion's voxels are repeated cyclically up to the
+    size of the largest lesion, so a voxel drawn uniformly from the result falls in
+    each lesion equally often, and uniformly within it up to that rounding. Drawn
+    from the plain foreground, a 30 mm nodule of 1,800 voxels would take 99 % of
+    the positive patches of a scan that also holds a 5 mm nodule of 8.
+
+    Parameters
+    ----------
+    label
+        ``(channels, *spatial)`` mask (array or tensor).
+    foreground
+        Flat indices into the spatial grid of the mask's voxels, as
+        ``monai.transforms.utils.map_binary_to_indices`` gives them.
+    """
+    mask = np.asarray(label.detach().cpu() if isinstance(label, torch.Tensor) else label)
+    inside = np.any(mask > 0, axis=0)
+    structure = ndimage.generate_binary_structure(inside.ndim, inside.ndim)
+    components, count = ndimage.label(inside, structure=structure)
+    indices = np.asarray(
+        foreground.detach().cpu() if isinstance(foreground, torch.Tensor) else foreground,
+        dtype=np.int64,
+    )
+    if count < 2:
+        return indices
+    owner = components.ravel()[indices]
+    sizes = np.bincount(owner, minlength=count + 1)
+    largest = int(sizes[1:].max())
+    return np.concatenate(
+        [np.resize(indices[owner == component], largest) for component in range(1, count + 1)]
+    )
+
+
+class RandCropByLesiond(RandCropByPosNegLabeld):
+    """``RandCropByPosNegLabeld`` whose positive centres pick each lesion equally often.
+
+    The positive centre is drawn from :func:`lesion_balanced_indices` instead of
+    from every mask voxel alike; the negative centres, the crop and the random
+    state are ``RandCropByPosNegLabeld``'s.
+    """
+
+    def randomize(
+        self,
+        label: torch.Tensor | None = None,
+        fg_indices: Any = None,
+        bg_indices: Any = None,
+        image: torch.Tensor | None = None,
+    ) -> None:
+        """Compute the balanced foreground and the background indices, then draw centres."""
+        if label is not None and fg_indices is None and bg_indices is None:
+            fg_indices, bg_indices = map_binary_to_indices(
+                label, image, self.cropper.image_threshold
+            )
+            fg_indices = lesion_balanced_indices(label, fg_indices)
+        super().randomize(label, fg_indices, bg_indices, image)
+
+
 def lesion_patches(
     keys: list[str],
     roi_size: Sequence[int],
     positive_fraction: float,
     samples: int,
     foreground_threshold: float | None = None,
+    balance_lesions: bool = False,
 ) -> list[Transform]:
     """Return the steps that cut ``samples`` training patches, some around a lesion.
 
@@ -248,11 +311,15 @@ def lesion_patches(
         When given, the patches not cut around a lesion are centred only where the
         image is above it (mammography: the breast, not the air or padding around
         it; CT: tissue denser than aerated lung).
+    balance_lesions
+        Cut the patches around a lesion around each lesion of the image equally
+        often (:class:`RandCropByLesiond`), not around each mask voxel alike.
     """
     region = positive_region(roi_size)
+    cropper = RandCropByLesiond if balance_lesions else RandCropByPosNegLabeld
     return [
         SpatialPadd(keys, region),
-        RandCropByPosNegLabeld(
+        cropper(
             keys,
             label_key=keys[1],
             spatial_size=region,

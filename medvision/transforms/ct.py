@@ -9,10 +9,11 @@ Steps (dictionary transforms, image and optional mask together):
 3. ``Spacingd`` to :data:`SPACING_MM` (trilinear for the image, nearest for masks);
 4. HU window: clip to the named window (:class:`CtWindow`, default
    ``lung_nodule``, [-1000, 400] HU) and scale it to ``[0, 1]``;
-5. training only: sample patches of :data:`ROI_SIZE` — with a mask key,
-   ``RandCropByPosNegLabeld`` cuts a region half as large again around a mask
-   voxel (two thirds of the samples) or any voxel, and the patch is cut from that
-   region at a random place
+5. training only: sample patches of :data:`ROI_SIZE` — with a mask key, a
+   region half as large again is cut around a nodule voxel (two thirds of the
+   samples; each nodule of the scan equally often, then a voxel of it:
+   :class:`~medvision.transforms.chain.RandCropByLesiond`) or around another
+   voxel, and the patch is cut from that region at a random place
    (:func:`~medvision.transforms.chain.lesion_patches`), so a nodule is not
    always at the patch centre; the other patches are centred only on voxels denser
    than aerated lung (:data:`NEGATIVE_MIN_HU`: vessels, airway walls, hila,
@@ -113,6 +114,10 @@ class CtTransforms(TransformChain):
     negative_min_hu
         Training with a mask: the other patches are centred on voxels above this HU
         (``None``: anywhere in the volume).
+    balance_lesions
+        Training with a mask: the patches around a nodule pick each nodule of the
+        scan equally often, not each nodule voxel
+        (:func:`~medvision.transforms.chain.lesion_balanced_indices`).
     intensity_fraction
         Training: largest random relative intensity scale and shift.
     augment_probability
@@ -129,6 +134,7 @@ class CtTransforms(TransformChain):
     samples_per_volume: int = 4
     positive_fraction: float = 0.67
     negative_min_hu: float | None = NEGATIVE_MIN_HU
+    balance_lesions: bool = True
     intensity_fraction: float = 0.1
     augment_probability: float = 0.5
 
@@ -160,6 +166,7 @@ class CtTransforms(TransformChain):
                 foreground_threshold=None
                 if self.negative_min_hu is None
                 else (self.negative_min_hu - low) / (high - low),
+                balance_lesions=self.balance_lesions,
             )
         else:
             steps += [

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from monai.transforms.compose import Compose
+from monai.transforms.croppad.dictionary import RandCropByPosNegLabeld
 
 from medvision.modality import Modality
 from medvision.transforms import (
@@ -12,7 +13,11 @@ from medvision.transforms import (
     default_chain,
     to_original_grid,
 )
-from medvision.transforms.chain import patch_symmetries
+from medvision.transforms.chain import (
+    RandCropByLesiond,
+    lesion_balanced_indices,
+    patch_symmetries,
+)
 from medvision.transforms.ct import CtTransforms, CtWindow
 from medvision.transforms.cxr import CxrTransforms
 from medvision.transforms.loading import study_item
@@ -117,3 +122,46 @@ def test_patch_symmetries_give_each_symmetry_of_the_patch_and_move_its_mask_alon
         seen[result.tobytes()] = seen.get(result.tobytes(), 0) + 1
     assert set(seen) == allowed
     assert min(seen.values()) >= 400 / count / 2  # each about equally often
+
+
+def _two_lesions() -> np.ndarray:
+    """A 1 x 40 x 40 mask: one voxel at (5, 5), a 10 x 10 square at rows and columns 20-29."""
+    mask = np.zeros((1, 40, 40), dtype=np.float32)
+    mask[0, 5, 5] = 1.0
+    mask[0, 20:30, 20:30] = 1.0
+    return mask
+
+
+def test_lesion_balanced_indices_repeat_each_lesion_up_to_the_largest() -> None:
+    mask = _two_lesions()
+    foreground = np.flatnonzero(mask[0].ravel())
+    balanced = lesion_balanced_indices(mask, foreground)
+    small = 5 * 40 + 5
+    assert len(balanced) == 200
+    assert np.sum(balanced == small) == 100
+    assert sorted(set(balanced.tolist()) - {small}) == sorted(set(foreground.tolist()) - {small})
+    assert all(np.sum(balanced == index) == 1 for index in foreground if index != small)
+    single = np.zeros((1, 8, 8), dtype=np.float32)
+    single[0, 2:4, 2:4] = 1.0
+    only = np.flatnonzero(single[0].ravel())
+    assert lesion_balanced_indices(single, only).tolist() == only.tolist()
+
+
+def _small_lesion_crops(cropper: type[RandCropByPosNegLabeld]) -> int:
+    """Crops (of 200, all around a lesion) that hold the one-voxel lesion."""
+    mask = _two_lesions()
+    transform = cropper(
+        ["image", "mask"], label_key="mask", spatial_size=(6, 6), pos=1.0, neg=0.0, num_samples=200
+    )
+    transform.set_random_state(seed=0)
+    crops = transform({"image": torch.as_tensor(mask), "mask": torch.as_tensor(mask)})
+    # A crop around the large square holds at least 9 of its voxels.
+    return sum(int(crop["mask"].sum()) == 1 for crop in crops)
+
+
+def test_lesion_balanced_crops_find_the_small_lesion_as_often_as_the_large_one() -> None:
+    # Voxel-uniform: 1 of 101 mask voxels is the small lesion's; lesion-balanced: 1 of 2 lesions.
+    plain = _small_lesion_crops(RandCropByPosNegLabeld)
+    balanced = _small_lesion_crops(RandCropByLesiond)
+    assert plain < 10
+    assert 70 < balanced < 130
