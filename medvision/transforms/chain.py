@@ -239,19 +239,19 @@ def lesion_balanced_indices(label: Any, foreground: Any) -> NDArray[np.int64]:
     mask = np.asarray(label.detach().cpu() if isinstance(label, torch.Tensor) else label)
     inside = np.any(mask > 0, axis=0)
     structure = ndimage.generate_binary_structure(inside.ndim, inside.ndim)
-    components, count = ndimage.label(inside, structure=structure)
+    components, _ = ndimage.label(inside, structure=structure)
     indices = np.asarray(
         foreground.detach().cpu() if isinstance(foreground, torch.Tensor) else foreground,
         dtype=np.int64,
     )
-    if count < 2:
-        return indices
     owner = components.ravel()[indices]
-    sizes = np.bincount(owner, minlength=count + 1)
-    largest = int(sizes[1:].max())
-    return np.concatenate(
-        [np.resize(indices[owner == component], largest) for component in range(1, count + 1)]
-    )
+    # Only the lesions that hold foreground voxels: MONAI leaves a multi-channel mask's
+    # first channel out of the foreground (one-hot background).
+    present = np.unique(owner)
+    if len(present) < 2:
+        return indices
+    largest = int(np.bincount(owner)[present].max())
+    return np.concatenate([np.resize(indices[owner == lesion], largest) for lesion in present])
 
 
 class RandCropByLesiond(RandCropByPosNegLabeld):

@@ -5,6 +5,7 @@ import pytest
 import torch
 from monai.transforms.compose import Compose
 from monai.transforms.croppad.dictionary import RandCropByPosNegLabeld
+from monai.transforms.utils import map_binary_to_indices
 
 from medvision.modality import Modality
 from medvision.transforms import (
@@ -145,6 +146,16 @@ def test_lesion_balanced_indices_repeat_each_lesion_up_to_the_largest() -> None:
     single[0, 2:4, 2:4] = 1.0
     only = np.flatnonzero(single[0].ravel())
     assert lesion_balanced_indices(single, only).tolist() == only.tolist()
+
+
+def test_lesion_balanced_indices_keep_to_the_foreground_they_are_given() -> None:
+    # A two-channel mask: MONAI's foreground leaves the first (background) channel out.
+    mask = np.concatenate([np.zeros((1, 40, 40), dtype=np.float32), _two_lesions()])
+    mask[0, 35:38, 35:38] = 1.0
+    foreground, _ = map_binary_to_indices(torch.as_tensor(mask))
+    balanced = lesion_balanced_indices(mask, foreground)
+    assert set(balanced.tolist()) == set(np.asarray(foreground).tolist())
+    assert len(balanced) == 200
 
 
 def _small_lesion_crops(cropper: type[RandCropByPosNegLabeld]) -> int:
