@@ -221,37 +221,45 @@ def positive_region(roi_size: Sequence[int]) -> tuple[int, ...]:
 def lesion_balanced_indices(label: Any, foreground: Any) -> NDArray[np.int64]:
     """Return ``foreground`` (flat mask-voxel indices) with every lesion equally represented.
 
-    A lesion is a connected component (26 neighbours in 3-D, 8 in 2-D) of the mask
-    (any channel above 0). Each lesion's voxels are repeated cyclically up to the
-    size of the largest lesion, so a voxel drawn uniformly from the result falls in
-    each lesion equally often, and uniformly within it up to that rounding. Drawn
-    from the plain foreground, a 30 mm nodule of 1,800 voxels would take 99 % of
-    the positive patches of a scan that also holds a 5 mm nodule of 8.
+    A lesion is a connected component (26 neighbours in 3-D, 8 in 2-D) of the
+    foreground voxels. Each lesion's voxels are repeated cyclically up to the size
+    of the largest lesion, so a voxel drawn uniformly from the result falls in each
+    lesion equally often, and uniformly within it up to that rounding. Drawn from
+    the plain foreground, a 30 mm nodule of 1,800 voxels would take 99 % of the
+    positive patches of a scan that also holds a 5 mm nodule of 8. The components
+    are labelled in the foreground's bounding box only, so the cost follows the
+    lesions, not the volume.
 
     Parameters
     ----------
     label
-        ``(channels, *spatial)`` mask (array or tensor).
+        ``(channels, *spatial)`` mask (array or tensor); only its shape is used.
     foreground
         Flat indices into the spatial grid of the mask's voxels, as
-        ``monai.transforms.utils.map_binary_to_indices`` gives them.
+        ``monai.transforms.utils.map_binary_to_indices`` gives them (it leaves a
+        multi-channel mask's first, background channel out).
     """
-    mask = np.asarray(label.detach().cpu() if isinstance(label, torch.Tensor) else label)
-    inside = np.any(mask > 0, axis=0)
-    structure = ndimage.generate_binary_structure(inside.ndim, inside.ndim)
-    components, _ = ndimage.label(inside, structure=structure)
     indices = np.asarray(
         foreground.detach().cpu() if isinstance(foreground, torch.Tensor) else foreground,
         dtype=np.int64,
     )
-    owner = components.ravel()[indices]
-    # Only the lesions that hold foreground voxels: MONAI leaves a multi-channel mask's
-    # first channel out of the foreground (one-hot background).
-    present = np.unique(owner)
-    if len(present) < 2:
+    if len(indices) < 2:
         return indices
-    largest = int(np.bincount(owner)[present].max())
-    return np.concatenate([np.resize(indices[owner == lesion], largest) for lesion in present])
+    spatial = tuple(int(size) for size in label.shape[1:])
+    coordinates = np.unravel_index(indices, spatial)
+    low = [int(axis.min()) for axis in coordinates]
+    local = tuple(axis - start for axis, start in zip(coordinates, low, strict=True))
+    inside = np.zeros([int(axis.max()) + 1 for axis in local], dtype=bool)
+    inside[local] = True
+    structure = ndimage.generate_binary_structure(inside.ndim, inside.ndim)
+    components, count = ndimage.label(inside, structure=structure)
+    if count < 2:
+        return indices
+    owner = components[local]
+    largest = int(np.bincount(owner).max())
+    return np.concatenate(
+        [np.resize(indices[owner == lesion], largest) for lesion in range(1, count + 1)]
+    )
 
 
 class RandCropByLesiond(RandCropByPosNegLabeld):
