@@ -150,3 +150,15 @@ def test_nodule_mask_maps_back_onto_the_dicom_grid(phantom_on_device: MakeStudy)
     assert back.shape == (1, *truth.shape)
     assert in_array_order.sum() > 0
     assert dice(in_array_order > 0, back[0] > 0.5) > 0.9
+
+
+@pytest.mark.parametrize(
+    ("balance", "cropper"), [(True, "RandCropByLesiond"), (False, "RandCropByPosNegLabeld")]
+)
+def test_training_cuts_nodule_patches_lesion_balanced_unless_told_not_to(
+    balance: bool, cropper: str
+) -> None:
+    chain = ct.CtTransforms(balance_lesions=balance).build(True, mask_key="label")
+    croppers = [type(step).__name__ for step in chain.transforms if "Crop" in type(step).__name__]
+    assert croppers[0] == cropper
+    assert ct.CtTransforms().balance_lesions is True
