@@ -211,6 +211,8 @@ def _train(args: argparse.Namespace) -> int:
             workers=args.workers,
             time_limit_seconds=args.time_limit,
             init_from=args.init_from,
+            spacing_mm=tuple(args.spacing) if args.spacing else None,
+            positive_fraction=args.positive_fraction,
         )
     except ValueError as error:
         raise UsageError(str(error)) from None
@@ -713,6 +715,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="end the training epochs within SECONDS of the first one's start: after the "
         "first epoch the run shrinks to the epochs that fit (shorter cosine schedule) and "
         "keeps its best epoch; loading and calibration come on top",
+    )
+    train.add_argument(
+        "--spacing",
+        type=_positive_float,
+        nargs=3,
+        metavar="MM",
+        help="ct: resample volumes to this voxel spacing (R A S, mm) instead of the chain's "
+        "2 2 2; recorded in the entry, so serving uses it too",
+    )
+    train.add_argument(
+        "--positive-fraction",
+        type=_positive_float,
+        metavar="SHARE",
+        help="ct: share of training patches cut around a nodule (default 0.67); the others "
+        "are centred on dense tissue",
     )
     train.add_argument(
         "--init-from",

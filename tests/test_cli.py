@@ -102,6 +102,11 @@ def test_synth_writes_manifest_and_prints_summary(
         (["--modality", "cxr", "--workers", "-2"], "must be 0 or more, got -2"),
         (["--modality", "cxr", "--time-limit", "0"], "must be positive, got 0.0"),
         (["--modality", "cxr", "--time-limit", "inf"], "positive, finite number of seconds"),
+        (["--modality", "cxr", "--spacing", "1", "1", "1"], "--spacing applies to CT"),
+        (["--modality", "ct", "--positive-fraction", "1.5"], "must be in (0, 1], got 1.5"),
+        (["--modality", "ct", "--positive-fraction", "0"], "must be positive, got 0.0"),
+        (["--modality", "ct", "--spacing", "1.5", "1.5"], "expected 3 arguments"),
+        (["--modality", "ct", "--spacing", "1.5", "0", "1.5"], "must be positive, got 0.0"),
         (
             ["--modality", "mammo", "--patch-size", "128", "128"],
             "--patch-size needs --lesion-masks",

@@ -152,6 +152,14 @@ class TrainOptions:
         Its network is the run's (``network``, when given, must be the same) and its
         modality must be the run's; the metrics log's first line names it and its
         weights' SHA-256.
+    spacing_mm
+        CT: the chain's voxel spacing (RAS axes, mm) instead of its default
+        (:data:`medvision.transforms.ct.SPACING_MM`); recorded in the registry
+        entry, so serving resamples the same way.
+    positive_fraction
+        CT: the share of training patches cut around a nodule instead of the
+        chain's default (:class:`medvision.transforms.ct.CtTransforms`); the others
+        are centred on dense tissue, where false positives lie.
     """
 
     modality: Modality
@@ -177,6 +185,8 @@ class TrainOptions:
     workers: int = 0
     time_limit_seconds: float | None = None
     init_from: Path | None = None
+    spacing_mm: tuple[float, float, float] | None = None
+    positive_fraction: float | None = None
 
     def __post_init__(self) -> None:
         """Check the options (messages are shown to the user as they are)."""
@@ -199,6 +209,20 @@ class TrainOptions:
                 raise ValueError(
                     f"--input-size takes two positive numbers (rows columns), got {self.input_size}"
                 )
+        if self.spacing_mm is not None:
+            self._check_ct_option(
+                "--spacing",
+                "2-D modalities are resized to --input-size",
+                len(self.spacing_mm) == 3 and all(0 < v < math.inf for v in self.spacing_mm),
+                f"takes three positive voxel sizes in mm (RAS axes), got {self.spacing_mm}",
+            )
+        if self.positive_fraction is not None:
+            self._check_ct_option(
+                "--positive-fraction",
+                "for mammography patches use --balanced-sampler",
+                0.0 < self.positive_fraction <= 1.0,
+                f"must be in (0, 1], got {self.positive_fraction}",
+            )
         if self.patch_size is not None:
             if self.modality != Modality.MAMMO:
                 raise ValueError(
@@ -226,6 +250,13 @@ class TrainOptions:
                 f"--target-sensitivity must be in (0, 1), got {self.target_sensitivity}"
             )
         object.__setattr__(self, "loss", parse_choice(LossKind, self.loss, "loss"))
+
+    def _check_ct_option(self, flag: str, elsewhere: str, valid: bool, requirement: str) -> None:
+        """Refuse a CT-only option given for another modality, or with a bad value."""
+        if self.modality != Modality.CT:
+            raise ValueError(f"{flag} applies to CT; {elsewhere}")
+        if not valid:
+            raise ValueError(f"{flag} {requirement}")
 
 
 @dataclass(frozen=True)

@@ -261,6 +261,34 @@ def _train_epoch(
     return total / max(count, 1)
 
 
+def segmenter_chain(options: TrainOptions, chain: CtTransforms | None = None) -> CtTransforms:
+    """Return the CT chain a run trains with: ``chain``, else the default one.
+
+    The default chain takes ``options.spacing_mm`` and ``options.positive_fraction``
+    when they are set (``medvision train --spacing``, ``--positive-fraction``), its
+    own defaults otherwise.
+
+    Raises
+    ------
+    ValueError
+        If ``chain`` is given as well as options that it contradicts.
+    """
+    changes: dict[str, Any] = {}
+    if options.spacing_mm is not None:
+        changes["spacing_mm"] = tuple(options.spacing_mm)
+    if options.positive_fraction is not None:
+        changes["positive_fraction"] = options.positive_fraction
+    if chain is None:
+        return CtTransforms(**changes)
+    for name, value in changes.items():
+        if getattr(chain, name) != value:
+            raise ValueError(
+                f"the options' {name} {value} differs from the given chain's "
+                f"{getattr(chain, name)}: give one of them"
+            )
+    return chain
+
+
 def train_ct_segmenter(
     options: TrainOptions,
     progress: bool = True,
@@ -283,7 +311,8 @@ def train_ct_segmenter(
     progress
         Show progress bars.
     chain
-        The CT chain (default parameters when ``None``); its ``roi_size`` is the
+        The CT chain (default parameters, with ``options.spacing_mm`` if set, when
+        ``None``); its ``roi_size`` is the
         patch size for training and sliding-window inference.
 
     Returns
@@ -305,7 +334,7 @@ def train_ct_segmenter(
     seed_everything(options.seed)
     findings = FINDINGS[Modality.CT]
     device = select_device(options.device)
-    chain = chain or CtTransforms()
+    chain = segmenter_chain(options, chain)
     splits = {s: split_rows(options, s, findings) for s in ("train", "tune", "calibration", "test")}
     tune_positive = [row for row in splits["tune"] if all(row.labels[f] for f in findings)]
     if not splits["train"]:

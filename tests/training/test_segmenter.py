@@ -21,10 +21,11 @@ from medvision.training.segmenter import (
     SegmenterTrainingResult,
     default_segmenter_network,
     segmentation_loss,
+    segmenter_chain,
     selection_score,
     train_ct_segmenter,
 )
-from medvision.transforms.ct import CtTransforms
+from medvision.transforms.ct import SPACING_MM, CtTransforms
 from tests.conftest import tiny_unet
 
 #: Seed of eight CT phantoms, four with nodules and four without.
@@ -139,6 +140,40 @@ def test_default_network_is_a_3d_unet_with_one_logit_channel() -> None:
     assert (description["in_channels"], description["out_channels"]) == (1, 1)
     network = build_network(description)
     assert 500_000 < sum(p.numel() for p in network.parameters()) < 700_000
+
+
+def test_the_training_chain_takes_the_spacing_and_positive_fraction_options(tmp_path: Path) -> None:
+    options = TrainOptions(modality=Modality.CT, manifest=tmp_path, out=tmp_path)
+    assert segmenter_chain(options) == CtTransforms()
+    assert CtTransforms().spacing_mm == SPACING_MM == (2.0, 2.0, 2.0)
+    finer = replace(options, spacing_mm=(1.5, 1.5, 1.5))
+    chain = segmenter_chain(finer)
+    assert chain == CtTransforms(spacing_mm=(1.5, 1.5, 1.5))
+    assert chain.describe()["parameters"]["spacing_mm"] == [1.5, 1.5, 1.5]
+    assert segmenter_chain(finer, CtTransforms(spacing_mm=(1.5, 1.5, 1.5))) == chain
+    assert segmenter_chain(options, TINY_CHAIN) is TINY_CHAIN
+    with pytest.raises(ValueError, match=r"spacing_mm \(1.5, 1.5, 1.5\) differs from the given"):
+        segmenter_chain(finer, TINY_CHAIN)
+    fewer = replace(options, positive_fraction=0.33)
+    assert segmenter_chain(fewer) == CtTransforms(positive_fraction=0.33)
+    assert CtTransforms().positive_fraction == 0.67
+    assert segmenter_chain(fewer).describe()["parameters"]["positive_fraction"] == 0.33
+    expected = r"positive_fraction 0\.33 differs from the given chain's 0\.67"
+    with pytest.raises(ValueError, match=expected):
+        segmenter_chain(fewer, CtTransforms())
+
+
+def test_options_refuse_a_spacing_or_positive_fraction_outside_ct_or_range(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--spacing applies to CT"):
+        TrainOptions(Modality.CXR, tmp_path, tmp_path, spacing_mm=(1.0, 1.0, 1.0))
+    for bad in ((1.0, 1.0), (1.0, -1.0, 1.0), (1.0, float("inf"), 1.0)):
+        with pytest.raises(ValueError, match="--spacing takes three positive voxel sizes"):
+            TrainOptions(Modality.CT, tmp_path, tmp_path, spacing_mm=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="--positive-fraction applies to CT; for mammography"):
+        TrainOptions(Modality.MAMMO, tmp_path, tmp_path, positive_fraction=0.5)
+    for share in (0.0, 1.5):
+        with pytest.raises(ValueError, match=r"--positive-fraction must be in \(0, 1\]"):
+            TrainOptions(Modality.CT, tmp_path, tmp_path, positive_fraction=share)
 
 
 def test_training_refuses_a_modality_other_than_ct(tmp_path: Path) -> None:
