@@ -21,12 +21,20 @@
 # 4. pack the trained models and every log into OUT_DIR/results.tgz.
 #
 # Every step ends by itself: each training is also bounded by `timeout`.
-# Environment: SMOKE=1 makes every number tiny, to check the script on a CPU;
-# SKIP_MAMMO=1 / SKIP_CT=1 leave one modality out; SYNTH_WORKERS (default 14)
-# processes generate the phantoms; TRAIN_WORKERS (default 6) loader processes per
-# run; AFTER_TRAINING (default 150) seconds are kept after the training epochs for
-# calibration, writing and the benchmark; LOADING (default 90) seconds are allowed
-# for caching the studies before the first epoch.
+# Environment: MAMMO_INIT=ENTRY.json also trains, beside the runs above, the
+# mammography recipe started from that entry's weights (`--init-from`, named
+# mammo-densenet-ft, learning rate MAMMO_INIT_LR, default 5e-4); MAMMO_SCRATCH=0
+# then leaves out the run from a fresh initialisation. SMOKE=1 makes every number
+# tiny, to check the script on a CPU; SKIP_MAMMO=1 / SKIP_CT=1 leave one modality
+# out; SYNTH_WORKERS (default 14) processes generate the phantoms; TRAIN_WORKERS
+# (default 6) loader processes per run. AFTER_TRAINING (default 300) seconds are
+# kept after the training epochs for calibration, writing and the benchmark, and
+# LOADING (default 150) seconds for caching the studies before the first epoch:
+# on 2026-11-27 on the H200 machine, two mammography runs at once were still
+# scoring their calibration, tune and test splits 120 s after their weights were
+# written (`medvision calibrate` of one such model takes 203 s on the 2-core
+# development machine), and one run with 12 loader processes took about 130 s
+# to cache its studies.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:?usage: gpu_session.sh OUT_DIR SECONDS}
@@ -82,7 +90,7 @@ tail -n 4 "$logs"/synth_*.log
 log "phantoms written"
 
 log "2. training"
-limit=$(($(left) - ${AFTER_TRAINING:-150} - ${LOADING:-90}))
+limit=$(($(left) - ${AFTER_TRAINING:-300} - ${LOADING:-150}))
 if [ "$limit" -lt 30 ]; then
     log "only ${limit} s would be left for training; stopping"
     exit 1
@@ -99,9 +107,15 @@ ct_command=(train --modality ct --manifest "$work/ct-plus/manifest.csv" "${commo
 # Both end on their own; `timeout` only guards against a run that hangs, and leaves
 # the seconds the speed benchmark needs.
 stop_after=$(($(left) - 30))
-if [ "${SKIP_MAMMO:-0}" != 1 ]; then
+if [ "${SKIP_MAMMO:-0}" != 1 ] && [ "${MAMMO_SCRATCH:-1}" != 0 ]; then
     echo "medvision ${mammo_command[*]}" >>"$out/commands.txt"
     timeout "$stop_after" "${mv[@]}" "${mammo_command[@]}" >"$logs/train_mammo.log" 2>&1 &
+fi
+if [ -n "${MAMMO_INIT:-}" ]; then
+    ft_command=("${mammo_command[@]}" --init-from "$MAMMO_INIT" --name mammo-densenet-ft)
+    ft_command=("${ft_command[@]/#2e-3/${MAMMO_INIT_LR:-5e-4}}")
+    echo "medvision ${ft_command[*]}" >>"$out/commands.txt"
+    timeout "$stop_after" "${mv[@]}" "${ft_command[@]}" >"$logs/train_mammo_ft.log" 2>&1 &
 fi
 if [ "${SKIP_CT:-0}" != 1 ]; then
     echo "medvision ${ct_command[*]}" >>"$out/commands.txt"
