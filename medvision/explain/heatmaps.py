@@ -10,7 +10,8 @@
   finding's breast (``malignancy_left``: the left views; ``malignancy``: the views
   of the breast that gave the study's logit), one heatmap per view;
 - **CT**: a 3-D heatmap of the voxel whose blended logit is the study's (the peak
-  of the most suspicious nodule): the Gaussian-weighted Grad-CAM of the
+  of the most suspicious nodule): the Gaussian-weighted HiResCAM (the Grad-CAM
+  variant for one place of a dense output, :class:`~medvision.explain.gradcam.HiResCam`) of the
   sliding windows that scored it (:func:`medvision.explain.volume.explain_voxel`),
   mapped back onto the series grid; the heatmap's ``values`` are its slice
   through the peak, so viewers and the Secondary Capture show that slice.
@@ -66,11 +67,12 @@ from medvision.transforms.chain import MapKind, to_original_grid
 from medvision.transforms.ct import sliding_window_inferer
 from medvision.transforms.loading import IMAGE_KEY
 
-#: Why a finding has no heatmap when Grad-CAM's map is zero everywhere: no position's
-#: features raised the logit at the explained layer, so an overlay would show nothing.
+#: Why a finding has no heatmap when its map (Grad-CAM; HiResCAM for CT) is zero
+#: everywhere: no position's features raised the logit at the explained layer, so an
+#: overlay would show nothing.
 NO_EVIDENCE = (
-    "Grad-CAM found no region that raised the finding's logit (the map is zero everywhere "
-    "at the explained layer)"
+    "the explanation found no region that raised the finding's logit (the map is zero "
+    "everywhere at the explained layer)"
 )
 
 #: Largest difference between a scored logit and the explanation pass's logit (float32

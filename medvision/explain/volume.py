@@ -1,12 +1,13 @@
-"""Grad-CAM of one voxel of a sliding-window segmenter: the CT nodule's explanation.
+"""HiResCAM of one voxel of a sliding-window segmenter: the CT nodule's explanation.
 
 The CT scorer (:mod:`medvision.inference.ct`) scores a study by the blended logit
 of one voxel, the peak of its most suspicious nodule. MONAI's sliding-window
 inferer computes that logit as a Gaussian-weighted mean over the windows that
 cover the voxel: ``sum_i g_i(v) f_i(v) / sum_i g_i(v)``, where ``f_i`` is the
 network's output on window ``i`` and ``g_i`` the window's importance map. So the
-explanation is the same mean of explanations: Grad-CAM
-(:class:`~medvision.explain.gradcam.GradCam`) of ``f_i(v)`` on each covering
+explanation is the same mean of explanations: HiResCAM
+(:class:`~medvision.explain.gradcam.HiResCam`, the Grad-CAM variant for one place
+of a dense output; its module docstring says why) of ``f_i(v)`` on each covering
 window — the windows the inferer used, with the same padding, scan interval and
 importance map — each window's heatmap weighted by ``g_i(v) / sum_j g_j(v)`` and
 placed where the window lies. Outside those windows the heatmap is 0: nothing
@@ -28,7 +29,7 @@ from monai.data.utils import compute_importance_map, dense_patch_slices
 from numpy.typing import NDArray
 from torch import nn
 
-from medvision.explain.gradcam import GradCam
+from medvision.explain.gradcam import HiResCam
 
 #: The importance map of :func:`medvision.transforms.ct.sliding_window_inferer`
 #: (MONAI's defaults for a Gaussian blend).
@@ -38,7 +39,7 @@ SIGMA_SCALE = 0.125
 
 @dataclass(frozen=True)
 class VoxelExplanation:
-    """Grad-CAM of one voxel's blended logit.
+    """HiResCAM of one voxel's blended logit.
 
     Attributes
     ----------
@@ -156,7 +157,7 @@ def explain_voxel(
         return output[rows, channel, index[:, 0], index[:, 1], index[:, 2]][:, None]
 
     network.to(device)
-    cam = GradCam(network, reduce=at_voxel)
+    cam = HiResCam(network, reduce=at_voxel)
     windows = torch.stack([padded[(slice(None), *window)] for window in covering]).to(device)
     output = cam(windows, [0] * len(covering))
     logit = float((output.logits[:, 0].double().cpu() * weights).sum())

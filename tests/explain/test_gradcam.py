@@ -7,7 +7,7 @@ import torch
 from monai.networks.nets.unet import UNet
 from torch import nn
 
-from medvision.explain.gradcam import GradCam, explanation_layer
+from medvision.explain.gradcam import GradCam, HiResCam, explanation_layer
 from medvision.models.networks import EvidenceMapDenseNet, build_network
 from tests.conftest import tiny_densenet
 
@@ -79,6 +79,43 @@ def test_the_layer_is_the_densenet_features_or_the_unet_decoder() -> None:
     assert output.heatmaps.shape == (1, 16, 16, 8)
     with pytest.raises(ValueError, match="no Grad-CAM layer is known for networks of type Linear"):
         explanation_layer(nn.Linear(2, 2))
+
+
+class CopyThenPixel(nn.Module):
+    """A 1 x 1 convolution that doubles the image, then the logit of one pixel.
+
+    HiResCAM of the convolution is gradient times activation: the gradient is 1 at
+    the target pixel and 0 elsewhere, so the map is that pixel alone. Grad-CAM
+    weighs the channel by the gradient's mean instead and returns the whole
+    (positive) image: it does not say where.
+    """
+
+    def __init__(self, pixel: tuple[int, int]) -> None:
+        super().__init__()
+        self.pixel = pixel
+        self.copy = nn.Conv2d(1, 1, kernel_size=1, bias=False)
+        with torch.no_grad():
+            self.copy.weight.fill_(2.0)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        row, column = self.pixel
+        return self.copy(image)[:, :, row, column]
+
+
+def test_hirescam_keeps_the_place_of_a_one_pixel_target_where_grad_cam_does_not() -> None:
+    image = torch.zeros(2, 1, 8, 6)
+    image[:, 0, 2, 3] = 0.5
+    image[:, 0, 6, 1] = 1.5
+    network = CopyThenPixel((2, 3))
+    hires = HiResCam(network, layer=network.copy)(image, [0, 0])
+    expected = torch.zeros(8, 6)
+    expected[2, 3] = 1.0
+    assert torch.equal(hires.heatmaps[0], expected) and torch.equal(hires.heatmaps[1], expected)
+    assert torch.equal(hires.logits, torch.tensor([[1.0], [1.0]]))
+    grad_cam = GradCam(network, layer=network.copy)(image, [0, 0])
+    assert torch.allclose(grad_cam.heatmaps[0], image[0, 0] / 1.5)  # the peak is elsewhere
+    # A negative product at the target is no evidence: the map is zero everywhere.
+    assert not HiResCam(network, layer=network.copy)(-image, [0, 0]).heatmaps.any()
 
 
 def test_one_target_per_image_is_required() -> None:
