@@ -21,11 +21,9 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import functools
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import torch
@@ -34,8 +32,8 @@ from monai.networks.nets.unet import UNet
 from scipy import ndimage
 from torch import nn
 
-import medvision.explain.volume as volume_module
 from medvision.data.manifest import read_manifest
+from medvision.explain.faithfulness import POINTING_TOLERANCE_MM, mass_inside, pointing_game_hit
 from medvision.explain.gradcam import GradCam, HiResCam
 from medvision.explain.heatmaps import ct_peak_voxel
 from medvision.explain.volume import explain_voxel
@@ -44,9 +42,6 @@ from medvision.inference.scoring import scorer_for
 from medvision.models.registry import load_model, read_entry
 from medvision.training.loop import plain_tensor
 from medvision.transforms.loading import IMAGE_KEY, MASK_KEY, study_item
-
-#: Distance (mm) within which a peak counts as on the nodule (as the faithfulness benchmark).
-TOLERANCE_MM = 5.0
 
 
 def unet_levels(network: UNet, window: Sequence[int]) -> list[tuple[str, nn.Module]]:
@@ -84,16 +79,6 @@ def unet_levels(network: UNet, window: Sequence[int]) -> list[tuple[str, nn.Modu
 METHODS: dict[str, type[GradCam]] = {"gradcam": GradCam, "hirescam": HiResCam}
 
 
-@dataclass
-class Tally:
-    """Per layer: heatmaps made, non-zero ones, pointing-game hits, mass inside."""
-
-    heatmaps: int = 0
-    non_zero: int = 0
-    hits: int = 0
-    masses: list[float] = field(default_factory=list)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Explain each flagged true positive at every level and print the tallies."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -108,12 +93,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     network = load_model(entry, args.model.parent).to(device).eval()
     if not isinstance(network, UNet):
         parser.error(f"{args.model} is not a U-Net segmenter")
-    levels = unet_levels(network, window_size(entry))
+    window = window_size(entry)
+    levels = unet_levels(network, window)
     scorer = scorer_for(entry)
     chain = ct_chain(entry)
     with_masks = chain.build(False, mask_key=MASK_KEY, mask_names=("nodule",))
     rows = [r for r in read_manifest(args.manifest) if r.labels.get("nodule") == 1]
-    tallies = {name: Tally() for name, _ in levels}
+    non_zero: Counter[str] = Counter()
+    hits: Counter[str] = Counter()
+    masses: dict[str, list[float]] = {name: [] for name, _ in levels}
     studies = true_positives = 0
     for row in rows[: args.studies]:
         studies += 1
@@ -122,32 +110,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         voxel = ct_peak_voxel(network, entry, prepared, 0, device)
         lesion = np.asarray(with_masks(dict(item))[MASK_KEY])[0] > 0.5
         distance = ndimage.distance_transform_edt(~lesion, sampling=chain.spacing_mm)
-        near = distance <= TOLERANCE_MM
-        if not near[voxel]:
+        if distance[voxel] > POINTING_TOLERANCE_MM:
             continue
         true_positives += 1
         image = plain_tensor(prepared.inputs[0][ITEM_KEY][IMAGE_KEY])
         for name, layer in levels:
-            chosen = functools.partial(METHODS[args.method], layer=layer)
-            with mock.patch.object(volume_module, "GradCam", chosen):
-                heat = explain_voxel(network, image, voxel, window_size(entry), device=device)
-            tally = tallies[name]
-            tally.heatmaps += 1
-            if heat.heatmap.any():
-                tally.non_zero += 1
-                peak = np.unravel_index(int(np.argmax(heat.heatmap)), heat.heatmap.shape)
-                tally.hits += bool(near[peak])
-                tally.masses.append(float(heat.heatmap[lesion].sum() / heat.heatmap.sum()))
+            heat = explain_voxel(
+                network, image, voxel, window, device=device, cam=METHODS[args.method], layer=layer
+            ).heatmap
+            if heat.any():
+                non_zero[name] += 1
+                spacing = chain.spacing_mm
+                hits[name] += pointing_game_hit(heat, lesion, POINTING_TOLERANCE_MM, spacing)
+                masses[name].append(mass_inside(heat, lesion))
     print(
-        f"{args.model.name} ({args.method}): {studies} studies with nodules, "
-        f"{true_positives} with the peak voxel within {TOLERANCE_MM:g} mm of a nodule"
+        f"{args.model.name} ({args.method}): {studies} studies with nodules, {true_positives} "
+        f"with the peak voxel within {POINTING_TOLERANCE_MM:g} mm of a nodule"
     )
     print(f"{'layer':<24} {'non-zero':>9} {'pointing game':>14} {'mass inside':>12}")
-    for name, tally in tallies.items():
-        mass = np.mean(tally.masses) if tally.masses else float("nan")
+    for name, _ in levels:
+        mass = np.mean(masses[name]) if masses[name] else float("nan")
         print(
-            f"{name:<24} {tally.non_zero:>4} of {tally.heatmaps:<3} "
-            f"{tally.hits:>5} of {tally.heatmaps:<6} {mass:>12.3f}"
+            f"{name:<24} {non_zero[name]:>4} of {true_positives:<3} "
+            f"{hits[name]:>5} of {true_positives:<6} {mass:>12.3f}"
         )
     return 0
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from captum.attr import LayerAttribution, LayerGradCam, LayerGradientXActivation
@@ -96,6 +97,9 @@ class GradCam:
         The layer to explain (default: :func:`explanation_layer`).
     """
 
+    #: The Captum attribution the class computes at its layer.
+    _method: ClassVar[type[LayerGradCam] | type[LayerGradientXActivation]] = LayerGradCam
+
     def __init__(
         self,
         network: nn.Module,
@@ -106,7 +110,7 @@ class GradCam:
         self.reduce = reduce
         self.layer = layer if layer is not None else explanation_layer(network)
         self._last_logits: torch.Tensor | None = None
-        self._cam = LayerGradCam(self._forward, self.layer)
+        self._cam = self._method(self._forward, self.layer)
 
     def _forward(self, images: torch.Tensor) -> torch.Tensor:
         output = self.network(images)
@@ -151,15 +155,8 @@ class HiResCam(GradCam):
     when it is the right one).
     """
 
-    def __init__(
-        self,
-        network: nn.Module,
-        reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        layer: nn.Module | None = None,
-    ) -> None:
-        super().__init__(network, reduce, layer)
-        self._product = LayerGradientXActivation(self._forward, self.layer)
+    _method = LayerGradientXActivation
 
     def _attribute(self, images: torch.Tensor, targets: list[int]) -> torch.Tensor:
-        product: torch.Tensor = self._product.attribute(images, target=targets)
+        product: torch.Tensor = self._cam.attribute(images, target=targets)
         return product.sum(dim=1, keepdim=True).clamp_min(0.0)

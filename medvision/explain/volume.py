@@ -29,7 +29,7 @@ from monai.data.utils import compute_importance_map, dense_patch_slices
 from numpy.typing import NDArray
 from torch import nn
 
-from medvision.explain.gradcam import HiResCam
+from medvision.explain.gradcam import GradCam, HiResCam
 
 #: The importance map of :func:`medvision.transforms.ct.sliding_window_inferer`
 #: (MONAI's defaults for a Gaussian blend).
@@ -102,6 +102,8 @@ def explain_voxel(
     overlap: float = 0.25,
     device: torch.device | None = None,
     channel: int = 0,
+    cam: type[GradCam] = HiResCam,
+    layer: nn.Module | None = None,
 ) -> VoxelExplanation:
     """Explain the blended logit of ``voxel`` of a ``(1, X, Y, Z)`` volume (module docstring).
 
@@ -119,6 +121,10 @@ def explain_voxel(
         Where to run (default: CPU).
     channel
         The output channel explained.
+    cam, layer
+        The explanation method (:class:`~medvision.explain.gradcam.HiResCam`, or
+        :class:`~medvision.explain.gradcam.GradCam` to compare) and its layer
+        (default: :func:`~medvision.explain.gradcam.explanation_layer`).
 
     Raises
     ------
@@ -157,9 +163,9 @@ def explain_voxel(
         return output[rows, channel, index[:, 0], index[:, 1], index[:, 2]][:, None]
 
     network.to(device)
-    cam = HiResCam(network, reduce=at_voxel)
+    explainer = cam(network, reduce=at_voxel, layer=layer)
     windows = torch.stack([padded[(slice(None), *window)] for window in covering]).to(device)
-    output = cam(windows, [0] * len(covering))
+    output = explainer(windows, [0] * len(covering))
     logit = float((output.logits[:, 0].double().cpu() * weights).sum())
     heat = torch.zeros(padded.shape[1:], dtype=torch.float64)
     for window, weight, window_heat in zip(covering, weights, output.heatmaps.cpu(), strict=True):

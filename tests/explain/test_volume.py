@@ -7,6 +7,7 @@ import pytest
 import torch
 from monai.networks.nets.unet import UNet
 
+from medvision.explain.gradcam import GradCam
 from medvision.explain.volume import explain_voxel, window_slices
 from medvision.inference.ct import predict_logit_map
 from medvision.transforms.ct import sliding_window_inferer
@@ -70,3 +71,22 @@ def test_a_voxel_outside_the_volume_is_refused() -> None:
         explain_voxel(_network(), torch.rand(1, 8, 8, 8), (4, 4, 9), ROI)
     with pytest.raises(ValueError, match=r"expected a \(1, X, Y, Z\) volume"):
         explain_voxel(_network(), torch.rand(8, 8, 8), (4, 4, 4), ROI)
+
+
+def test_the_method_and_layer_can_be_chosen_and_leave_the_logit_alone() -> None:
+    network = _network()
+    volume = torch.rand(1, 24, 24, 20, generator=torch.Generator().manual_seed(2))
+    voxel = (11, 12, 9)
+    hires = explain_voxel(network, volume, voxel, ROI)
+    grad_cam = explain_voxel(network, volume, voxel, ROI, cam=GradCam)
+    deeper = explain_voxel(network, volume, voxel, ROI, layer=unet_levels_bottom(network))
+    assert hires.logit == grad_cam.logit == deeper.logit
+    assert not np.array_equal(hires.heatmap, grad_cam.heatmap)
+    assert not np.array_equal(hires.heatmap, deeper.heatmap)
+
+
+def unet_levels_bottom(network: UNet) -> torch.nn.Module:
+    """The bottom block of a one-level U-Net: what its skip connection wraps."""
+    skip = list(network.model.children())[1]
+    assert isinstance(skip.submodule, torch.nn.Module)
+    return skip.submodule
