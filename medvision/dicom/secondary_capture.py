@@ -8,7 +8,8 @@ own whose SeriesDescription says what it is. The object says how it was made:
 - ``ImageType`` DERIVED and SECONDARY, ``BurnedInAnnotation`` YES (the legend is in the
   pixels), ``ConversionType`` WSD;
 - ``SourceImageSequence`` references the source image (SOP Class and Instance UIDs);
-- ``DerivationDescription`` names the finding, its probability and threshold, and
+- ``DerivationDescription`` names the explanation method (Grad-CAM; HiResCAM for CT),
+  the finding, its probability and threshold, and
   the model (name, version, weights SHA-256);
 - Manufacturer ``medvision``, ManufacturerModelName the model's name,
   SoftwareVersions the package's version;
@@ -47,6 +48,7 @@ def heatmap_secondary_capture(
     series_instance_uid: str,
     series_number: int,
     instance_number: int,
+    method: str = "Grad-CAM",
 ) -> Dataset:
     """Return the Secondary Capture object of one heatmap overlay (see the module docstring).
 
@@ -62,6 +64,9 @@ def heatmap_secondary_capture(
         The model that produced it.
     series_instance_uid, series_number, instance_number
         Where the object goes: one heatmap series per analysed study.
+    method
+        The explanation method the heatmap comes from (``Heatmap.method``), named in
+        ``DerivationDescription``.
 
     Raises
     ------
@@ -104,7 +109,7 @@ def heatmap_secondary_capture(
     image.ManufacturerModelName = model_name[:64]
     image.SoftwareVersions = __version__
     image.DerivationDescription = (
-        f"Grad-CAM heatmap of {finding}: probability {probability:.3f}, threshold "
+        f"{method} heatmap of {finding}: probability {probability:.3f}, threshold "
         f"{threshold:.3f}; model {model_name} {model_version}, weights SHA-256 {weights_sha256}"
     )[:1024]
     reference = Dataset()

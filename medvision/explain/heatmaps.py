@@ -67,6 +67,11 @@ from medvision.transforms.chain import MapKind, to_original_grid
 from medvision.transforms.ct import sliding_window_inferer
 from medvision.transforms.loading import IMAGE_KEY
 
+#: How results name the explanation methods (:class:`~medvision.explain.gradcam.GradCam`,
+#: :class:`~medvision.explain.gradcam.HiResCam`).
+GRAD_CAM = "Grad-CAM"
+HIRES_CAM = "HiResCAM"
+
 #: Why a finding has no heatmap when its map (Grad-CAM; HiResCAM for CT) is zero
 #: everywhere: no position's features raised the logit at the explained layer, so an
 #: overlay would show nothing.
@@ -100,6 +105,9 @@ class Heatmap:
         CT only: the whole 3-D heatmap ``(slices, rows, columns)`` on the series grid,
         slices in InstanceNumber order (as the nodule masks); ``values`` is its
         slice through the peak, the image ``referenced_uid`` names.
+    method
+        The explanation method, as results name it: :data:`GRAD_CAM` for the
+        classifiers, :data:`HIRES_CAM` for the CT segmenter's voxel.
     """
 
     finding: str
@@ -108,6 +116,7 @@ class Heatmap:
     peak: tuple[int, int]
     laterality: str = ""
     volume: NDArray[np.float32] | None = None
+    method: str = GRAD_CAM
 
 
 @dataclass
@@ -219,6 +228,7 @@ def _ct_heatmap(
         referenced_uid=str(image.meta["sop_instance_uids"][index]),
         peak=(row, column),
         volume=in_instance_order(values, image.meta),
+        method=HIRES_CAM,
     )
 
 

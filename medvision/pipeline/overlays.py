@@ -184,6 +184,7 @@ def write_secondary_captures(
             series_instance_uid=series.setdefault(uid, generate_uid()),
             series_number=HEATMAP_SERIES_NUMBER,
             instance_number=counts[uid],
+            method=item.heatmap.method,
         )
         folder = out / uid
         folder.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,9 @@ def _source(phantom_set: tuple[Path, list[ManifestRow]], modality: Modality) -> 
     return pydicom.dcmread(next((folder / row.path).rglob("*.dcm")))
 
 
-def _capture(source: pydicom.Dataset, picture: np.ndarray, series: str) -> pydicom.Dataset:
+def _capture(
+    source: pydicom.Dataset, picture: np.ndarray, series: str, method: str = "Grad-CAM"
+) -> pydicom.Dataset:
     return heatmap_secondary_capture(
         source,
         picture,
@@ -34,6 +36,7 @@ def _capture(source: pydicom.Dataset, picture: np.ndarray, series: str) -> pydic
         series_instance_uid=series,
         series_number=9001,
         instance_number=3,
+        method=method,
     )
 
 
@@ -68,6 +71,8 @@ def test_the_object_passes_dciodvfy_and_sits_in_the_source_study(
         "Grad-CAM heatmap of nodule: probability 0.812, threshold 0.500; model cxr-densenet "
         f"0.1.0, weights SHA-256 {'ab' * 32}"
     )
+    ct_capture = _capture(source, picture, series, method="HiResCAM")
+    assert str(ct_capture.DerivationDescription).startswith("HiResCAM heatmap of nodule: ")
     assert written.Manufacturer == "medvision"
     assert written.ManufacturerModelName == "cxr-densenet"
     assert written.PhotometricInterpretation == "RGB"

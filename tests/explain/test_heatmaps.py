@@ -12,7 +12,13 @@ import torch
 from torch import nn
 
 from medvision.data.manifest import ManifestRow
-from medvision.explain.heatmaps import NO_EVIDENCE, StudyExplanation, explain_study
+from medvision.explain.heatmaps import (
+    GRAD_CAM,
+    HIRES_CAM,
+    NO_EVIDENCE,
+    StudyExplanation,
+    explain_study,
+)
 from medvision.inference.scoring import PreparedStudy, Scorer, StudyScore, scorer_for
 from medvision.modality import FINDINGS, Modality
 from medvision.models.networks import EvidenceMapDenseNet, build_network
@@ -92,6 +98,7 @@ def test_each_finding_gets_a_heatmap_on_the_source_image_grid(
         assert float(heatmap.values.max()) == pytest.approx(1.0)
         assert heatmap.values[heatmap.peak] == heatmap.values.max()
         assert heatmap.laterality == ""
+        assert heatmap.method == GRAD_CAM == "Grad-CAM"
     # Explaining does not touch the score: scoring again gives the same logits.
     rescored = scored.scorer.score(scored.network, scored.entry, [scored.study], CPU)[0]
     assert rescored.logits == scored.score.logits
@@ -136,6 +143,7 @@ def test_a_ct_finding_gets_a_3d_heatmap_shown_on_its_peak_slice(
     assert explanation.notes == {}
     (heatmap,) = explanation.heatmaps
     shapes = dicom_image_shapes(scored.folder)  # one slice per SOP instance
+    assert heatmap.method == HIRES_CAM == "HiResCAM"
     volume = heatmap.volume
     assert volume is not None and volume.dtype == np.float32
     assert volume.shape == (len(shapes), *heatmap.values.shape)
