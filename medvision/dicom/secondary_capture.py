@@ -48,7 +48,7 @@ def heatmap_secondary_capture(
     series_instance_uid: str,
     series_number: int,
     instance_number: int,
-    method: str = "Grad-CAM",
+    method: str,
 ) -> Dataset:
     """Return the Secondary Capture object of one heatmap overlay (see the module docstring).
 
@@ -65,8 +65,8 @@ def heatmap_secondary_capture(
     series_instance_uid, series_number, instance_number
         Where the object goes: one heatmap series per analysed study.
     method
-        The explanation method the heatmap comes from (``Heatmap.method``), named in
-        ``DerivationDescription``.
+        The explanation method the heatmap comes from (``Heatmap.method``, e.g.
+        ``"Grad-CAM"``), named in ``DerivationDescription``.
 
     Raises
     ------
