@@ -41,7 +41,7 @@ def _capture(
 
 
 @needs_dciodvfy
-@pytest.mark.parametrize("modality", [Modality.CXR, Modality.FUNDUS, Modality.MAMMO])
+@pytest.mark.parametrize("modality", [Modality.CXR, Modality.FUNDUS, Modality.MAMMO, Modality.CT])
 def test_the_object_passes_dciodvfy_and_sits_in_the_source_study(
     phantom_set: tuple[Path, list[ManifestRow]], modality: Modality, tmp_path: Path
 ) -> None:
