@@ -1,6 +1,7 @@
 """Draw a montage of heatmap overlays, one flagged true positive per model and finding.
 
-For each 2-D classifier of the registry, fresh phantoms with every finding present
+For each model of the registry (the CT segmenter too: its overlay is the slice
+through the heatmap's peak), fresh phantoms with every finding present
 (seed 9201, the training sites) are analysed as ``medvision explain`` does; for each
 finding the first study where it is flagged gets its overlay (the first heatmap,
 i.e. the first view for mammography). The overlays are scaled to one height and
@@ -16,6 +17,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +26,10 @@ from PIL import Image
 from scipy import ndimage
 
 from medvision.explain.faithfulness import lesion_mask
-from medvision.modality import LESION_MASKS
+from medvision.modality import LESION_MASKS, Modality
 from medvision.models.registry import load_registry
 from medvision.pipeline import analyze
-from medvision.pipeline.overlays import rendered_heatmaps
+from medvision.pipeline.overlays import RenderedHeatmap, rendered_heatmaps
 from medvision.synth.catalogue import site_named
 from medvision.synth.generator import SynthConfig, generate
 
@@ -47,6 +49,28 @@ def _outline(picture: NDArray[np.uint8], lesion: NDArray[np.bool_]) -> NDArray[n
     rows, columns = lesion.shape
     out[:rows, :columns][edge] = (0, 220, 0)
     return out
+
+
+def _lesion_on_picture(
+    masks: Mapping[str, NDArray[np.generic]], modality: Modality, name: str, item: RenderedHeatmap
+) -> NDArray[np.bool_] | None:
+    """Return the ground-truth lesion on the image an overlay shows (None if there is none).
+
+    A 2-D mask is the referenced image's; a CT mask is the series' volume, of which
+    the overlay shows the slice through the heatmap's peak (``Heatmap.values`` is
+    that slice of ``Heatmap.volume``, both in InstanceNumber order).
+    """
+    heatmap = item.heatmap
+    if heatmap.volume is None:
+        return lesion_mask(masks, modality, name, heatmap.referenced_uid)
+    (series,) = {key.split("__")[0] for key in masks}
+    volume = lesion_mask(masks, modality, name, series)
+    if volume is None:
+        return None
+    index = next(
+        k for k, plane in enumerate(heatmap.volume) if np.array_equal(plane, heatmap.values)
+    )
+    return volume[index]
 
 
 def main() -> None:
@@ -80,9 +104,7 @@ def main() -> None:
             row = rows[item.result.study_instance_uid]
             if name in shown or item.number != 1 or row.masks is None or not row.labels[name]:
                 continue
-            lesion = lesion_mask(
-                np.load(folder / row.masks), entry.modality, name, item.heatmap.referenced_uid
-            )
+            lesion = _lesion_on_picture(np.load(folder / row.masks), entry.modality, name, item)
             picture = item.picture if lesion is None else _outline(item.picture, lesion)
             tile = Image.fromarray(picture, mode="RGB")
             tiles.append(tile.resize((round(tile.width * HEIGHT / tile.height), HEIGHT)))
