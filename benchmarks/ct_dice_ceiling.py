@@ -23,9 +23,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from monai.transforms.compose import Compose
 
 from medvision.data.manifest import ManifestRow, read_manifest
-from medvision.evaluation.ct_detection import dice_coefficient, load_ground_truth
+from medvision.evaluation.ct_detection import TruthNodule, dice_coefficient, load_ground_truth
 from medvision.inference.ct import in_instance_order
 from medvision.transforms.chain import MapKind, to_original_grid
 from medvision.transforms.ct import SPACING_MM, CtTransforms
@@ -35,20 +36,23 @@ from medvision.transforms.loading import IMAGE_KEY, MASK_KEY, study_item
 SIZE_CLASSES: tuple[tuple[float, float], ...] = ((0.0, 6.0), (6.0, 10.0), (10.0, math.inf))
 
 
-def ceiling_dice(row: ManifestRow, manifest: Path, chain: CtTransforms) -> float:
-    """Return the Dice of a scan's ground truth after the chain's round trip.
+def ceiling_dice(
+    row: ManifestRow, manifest: Path, transforms: Compose
+) -> tuple[float, list[TruthNodule]]:
+    """Return the Dice of a scan's ground truth after the chain's round trip, and its nodules.
 
-    The mask is resampled onto the chain's grid as in training, taken as the
-    prediction, mapped back as served masks are (:attr:`MapKind.LABEL`, then
-    ``> 0.5``), and compared with the ground truth on the DICOM grid.
+    ``transforms`` is the chain in evaluation mode with the nodule mask
+    (``build(False, mask_key=MASK_KEY, ...)``). The mask is resampled onto the
+    chain's grid as in training, taken as the prediction, mapped back as served
+    masks are (:attr:`MapKind.LABEL`, then ``> 0.5``), and compared with the ground
+    truth on the DICOM grid.
     """
-    transforms = chain.build(False, mask_key=MASK_KEY, mask_names=("nodule",))
     item = transforms(study_item(row, manifest))
     predicted = (np.asarray(item[MASK_KEY])[:1] > 0.5).astype(np.float32)
     back = to_original_grid(predicted, item, transforms, MapKind.LABEL)[0]
     mask = in_instance_order((back > 0.5).astype(np.uint8), item[IMAGE_KEY].meta)
-    _, truth = load_ground_truth(row, manifest)
-    return dice_coefficient(mask, truth)
+    nodules, truth = load_ground_truth(row, manifest)
+    return dice_coefficient(mask, truth), nodules
 
 
 def size_class(largest_mm: float) -> str:
@@ -82,12 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"no study with a nodule in splits {args.splits} of {args.manifest}")
     for spacing in args.spacing or [list(SPACING_MM)]:
         chain = CtTransforms(spacing_mm=tuple(spacing))
+        transforms = chain.build(False, mask_key=MASK_KEY, mask_names=("nodule",))
         by_class: dict[str, list[float]] = {}
         dice = []
         for row in rows:
-            value = ceiling_dice(row, args.manifest, chain)
-            truth, _ = load_ground_truth(row, args.manifest)
-            largest = max((nodule.diameter_mm for nodule in truth), default=0.0)
+            value, nodules = ceiling_dice(row, args.manifest, transforms)
+            largest = max((nodule.diameter_mm for nodule in nodules), default=0.0)
             by_class.setdefault(size_class(largest), []).append(value)
             dice.append(value)
         print(
