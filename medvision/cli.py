@@ -213,6 +213,7 @@ def _train(args: argparse.Namespace) -> int:
             init_from=args.init_from,
             spacing_mm=tuple(args.spacing) if args.spacing else None,
             positive_fraction=args.positive_fraction,
+            network=_read_network(args.network) if args.network else {},
         )
     except ValueError as error:
         raise UsageError(str(error)) from None
@@ -252,6 +253,19 @@ def _positive_int(text: str) -> int:
 
 def _count(number: int, singular: str, plural: str) -> str:
     return f"{number} {singular if number == 1 else plural}"
+
+
+def _read_network(path: Path) -> dict[str, object]:
+    """Return the network description in ``path`` (a JSON object)."""
+    try:
+        description = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"--network: {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UsageError(f"--network: {path} is not readable JSON ({error})") from None
+    if not isinstance(description, dict):
+        raise UsageError(f"--network: {path} must hold a JSON object")
+    return description
 
 
 def _check_device(preference: str) -> None:
@@ -737,6 +751,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ENTRY.json",
         help="start from this registry entry's verified weights (and network) instead of "
         "a fresh initialisation, e.g. to fine-tune or to go on from a run made elsewhere",
+    )
+    train.add_argument(
+        "--network",
+        type=Path,
+        metavar="FILE.json",
+        help="train this network description (a JSON object as a registry entry's "
+        '"network", e.g. {"architecture": "unet", ...}) instead of the modality\'s default',
     )
     train.add_argument("--name", help="model name (default: <modality>-densenet, ct-unet for ct)")
     train.add_argument("--no-progress", action="store_true", help="hide progress bars")

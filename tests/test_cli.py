@@ -1,10 +1,11 @@
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from medvision.cli import main
+from medvision.cli import _read_network, main
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -107,6 +108,12 @@ def test_synth_writes_manifest_and_prints_summary(
         (["--modality", "ct", "--positive-fraction", "0"], "must be positive, got 0.0"),
         (["--modality", "ct", "--spacing", "1.5", "1.5"], "expected 3 arguments"),
         (["--modality", "ct", "--spacing", "1.5", "0", "1.5"], "must be positive, got 0.0"),
+        (["--modality", "ct", "--network", "absent.json"], "absent.json does not exist"),
+        (["--modality", "ct", "--network", "list.json"], "must hold a JSON object"),
+        (["--modality", "ct", "--network", "broken.json"], "is not readable JSON"),
+        (["--modality", "ct", "--network", "typo.json"], "Did you mean 'unet'?"),
+        (["--modality", "ct", "--network", "unet2d.json"], "ct needs spatial_dims 3, got 2"),
+        (["--modality", "ct", "--network", "extra.json"], "--network: "),
         (
             ["--modality", "mammo", "--patch-size", "128", "128"],
             "--patch-size needs --lesion-masks",
@@ -122,6 +129,18 @@ def test_bad_train_arguments_give_one_line_and_exit_2(
 ) -> None:
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("study_instance_uid\n")
+    unet = {"architecture": "unet", "spatial_dims": 3, "in_channels": 1, "out_channels": 1}
+    unet |= {"channels": [4, 8], "strides": [2]}
+    networks = {
+        "list.json": "[]",
+        "broken.json": "{",
+        "typo.json": json.dumps(unet | {"architecture": "unte"}),
+        "unet2d.json": json.dumps(unet | {"spatial_dims": 2}),
+        "extra.json": json.dumps(unet | {"depth": 3}),
+    }
+    for name, text in networks.items():
+        (tmp_path / name).write_text(text)
+    args = [str(tmp_path / a) if a.endswith(".json") else a for a in args]
     code: int | str | None
     try:
         code = main(["train", "--manifest", str(manifest), "--out", str(tmp_path / "out"), *args])
@@ -131,3 +150,10 @@ def test_bad_train_arguments_give_one_line_and_exit_2(
     lines = capsys.readouterr().err.strip().splitlines()
     assert message in lines[-1]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_network_file_is_read_as_the_runs_description(tmp_path: Path) -> None:
+    description = {"architecture": "feature_head_unet", "spatial_dims": 3, "in_channels": 1}
+    path = tmp_path / "network.json"
+    path.write_text(json.dumps(description))
+    assert _read_network(path) == description

@@ -41,7 +41,7 @@ from monai.networks.nets.densenet import DenseNet
 from monai.networks.nets.unet import UNet
 from torch import nn
 
-from medvision.models.networks import EvidenceMapDenseNet
+from medvision.models.networks import EvidenceMapDenseNet, FeatureHeadUNet
 
 
 def explanation_layer(network: nn.Module) -> nn.Module:
@@ -55,6 +55,8 @@ def explanation_layer(network: nn.Module) -> nn.Module:
     """
     if isinstance(network, EvidenceMapDenseNet | DenseNet):
         return network.features
+    if isinstance(network, FeatureHeadUNet):
+        network = network.unet
     if isinstance(network, UNet):
         # MONAI's UNet is Sequential(down, SkipConnection(...), up); the last block
         # ``up`` maps the decoder's finest features to the output logits, so the layer

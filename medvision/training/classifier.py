@@ -112,7 +112,9 @@ class TrainOptions:
     max_studies
         Use at most this many studies per split (for quick runs and tests).
     network
-        Network description; the modality's default when empty.
+        Network description (``{"architecture": ..., **options}``, as a registry
+        entry's ``network``); the modality's default when empty. It must build and
+        have the modality's ``spatial_dims`` (3 for CT, 2 otherwise).
     name, version
         Model name and version for the registry.
     lesion_masks
@@ -243,6 +245,8 @@ class TrainOptions:
                 )
         elif self.patch_symmetries:
             raise ValueError("--patch-symmetries applies to patches: give --patch-size too")
+        if self.network:
+            self._check_network()
         if self.patches_per_view < 1:
             raise ValueError(f"--patches-per-view must be at least 1, got {self.patches_per_view}")
         if not 0.0 < self.target_sensitivity < 1.0:
@@ -250,6 +254,19 @@ class TrainOptions:
                 f"--target-sensitivity must be in (0, 1), got {self.target_sensitivity}"
             )
         object.__setattr__(self, "loss", parse_choice(LossKind, self.loss, "loss"))
+
+    def _check_network(self) -> None:
+        """Refuse a network description that does not build or does not fit the modality."""
+        try:
+            build_network(self.network)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"--network: {error}") from None
+        dims = 3 if self.modality == Modality.CT else 2
+        if self.network.get("spatial_dims") != dims:
+            raise ValueError(
+                f"--network: {self.modality.value} needs spatial_dims {dims}, "
+                f"got {self.network.get('spatial_dims')}"
+            )
 
     def _check_ct_option(self, flag: str, elsewhere: str, valid: bool, requirement: str) -> None:
         """Refuse a CT-only option given for another modality, or with a bad value."""

@@ -8,7 +8,7 @@ from monai.networks.nets.unet import UNet
 from torch import nn
 
 from medvision.explain.gradcam import GradCam, HiResCam, explanation_layer
-from medvision.models.networks import EvidenceMapDenseNet, build_network
+from medvision.models.networks import EvidenceMapDenseNet, FeatureHeadUNet, build_network
 from tests.conftest import tiny_densenet
 
 
@@ -77,6 +77,8 @@ def test_the_layer_is_the_densenet_features_or_the_unet_decoder() -> None:
     volume = torch.rand(1, 1, 16, 16, 8)
     output = GradCam(unet, reduce=lambda out: out.flatten(1).amax(dim=1, keepdim=True))(volume, [0])
     assert output.heatmaps.shape == (1, 16, 16, 8)
+    headed = FeatureHeadUNet(3, 1, 1, feature_channels=2, channels=(4, 8), strides=(2,))
+    assert explanation_layer(headed) is list(headed.unet.model.children())[1]
     with pytest.raises(ValueError, match="no Grad-CAM layer is known for networks of type Linear"):
         explanation_layer(nn.Linear(2, 2))
 

@@ -1,13 +1,20 @@
-"""Tests of the network builders, in particular the evidence-map DenseNet."""
+"""Tests of the network builders: the evidence-map DenseNet and the feature-head U-Net."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from monai.networks.nets.unet import UNet
+from torch import nn
 
-from medvision.models.networks import EvidenceMapDenseNet, build_network
+from medvision.modality import Modality
+from medvision.models.networks import EvidenceMapDenseNet, FeatureHeadUNet, build_network
+from medvision.training import TrainOptions
 
 DESCRIPTION = {
     "architecture": "evidence_densenet",
@@ -58,3 +65,64 @@ def test_a_single_strong_position_dominates_with_a_sharp_pooling(
 def test_sharpness_must_be_positive() -> None:
     with pytest.raises(ValueError, match="sharpness must be positive"):
         EvidenceMapDenseNet(2, 1, 1, sharpness=0.0)
+
+
+UNET_OPTIONS: dict[str, Any] = {"channels": (4, 8), "strides": (2,), "num_res_units": 1}
+
+
+def test_monai_unet_with_one_output_normalises_its_logit_map_away() -> None:
+    # Why FeatureHeadUNet exists: MONAI's UNet instance-normalises its one output
+    # channel, so a bias added before that normalisation cannot move any logit.
+    torch.manual_seed(0)
+    network = UNet(3, 1, 1, **UNET_OPTIONS).eval()
+    image = torch.randn(1, 1, 8, 8, 8)
+    with torch.no_grad():
+        before = network(image)
+        up = list(network.model.children())[2]
+        assert isinstance(up, nn.Sequential)
+        top = up[0].conv
+        assert isinstance(top, nn.ConvTranspose3d) and top.bias is not None
+        top.bias += 5.0
+        after = network(image)
+    assert torch.allclose(before, after, atol=1e-5)
+
+
+def test_feature_head_unet_bias_moves_every_logit() -> None:
+    torch.manual_seed(0)
+    network = build_network(
+        {
+            "architecture": "feature_head_unet",
+            "spatial_dims": 3,
+            "in_channels": 1,
+            "out_channels": 1,
+            "feature_channels": 3,
+            **UNET_OPTIONS,
+        }
+    )
+    assert isinstance(network, FeatureHeadUNet)
+    network.eval()
+    image = torch.randn(2, 1, 8, 8, 8)
+    with torch.no_grad():
+        before = network(image)
+        network.head.bias += 5.0
+        after = network(image)
+    assert before.shape == (2, 1, 8, 8, 8)
+    assert torch.allclose(after - before, torch.full_like(before, 5.0), atol=1e-5)
+
+
+def test_feature_head_unet_needs_a_feature_channel() -> None:
+    with pytest.raises(ValueError, match="feature_channels"):
+        FeatureHeadUNet(3, 1, 1, feature_channels=0, **UNET_OPTIONS)
+
+
+def test_the_benchmark_network_files_are_valid_ct_networks(tmp_path: Path) -> None:
+    folder = Path(__file__).resolve().parents[2] / "benchmarks" / "networks"
+    paths = sorted(folder.glob("*.json"))
+    assert paths
+    for path in paths:
+        description = json.loads(path.read_text(encoding="utf-8"))
+        # TrainOptions builds the network and checks its spatial_dims, as `--network` does.
+        options = TrainOptions(
+            modality=Modality.CT, manifest=tmp_path, out=tmp_path, network=description
+        )
+        assert options.network == description
