@@ -6,8 +6,8 @@ per-breast AUROC (left and right breasts pooled as cases):
 
 - over all breasts;
 - for the malignant breasts of one stratum against all other breasts: by the
-  study's device (``manufacturer_model``), its BI-RADS density, and the largest
-  malignant lesion's kind, morphology and size;
+  breast (left or right), the study's device (``manufacturer_model``), its
+  BI-RADS density, and the largest malignant lesion's kind, morphology and size;
 - within each device (that device's malignant breasts against its other breasts),
   with the mean logit of each group, to tell a device's weak ranking from a shift
   of its scores;
@@ -54,6 +54,7 @@ class Breast:
     device: str
     density: str
     benign_lesion: bool
+    side: str = ""
     kind: str = ""
     morphology: str = ""
     size_mm: float = 0.0
@@ -103,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     device=row.manufacturer_model,
                     density=str(annotations.get("breast_density", "")),
                     benign_lesion=any(not lesion["malignant"] for lesion in lesions),
+                    side=side,
                     kind=largest["kind"] if largest else "",
                     morphology=largest["morphology"] if largest else "",
                     size_mm=float(largest["size_mm"]) if largest else 0.0,
@@ -118,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print("malignant breasts of one stratum against all other breasts:")
     strata: dict[str, Callable[[Breast], str]] = {
+        "breast": lambda b: b.side,
         "device": lambda b: b.device,
         "density": lambda b: b.density,
         "lesion kind": lambda b: b.kind,
