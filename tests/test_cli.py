@@ -115,6 +115,10 @@ def test_synth_writes_manifest_and_prints_summary(
         (["--modality", "ct", "--network", "unet2d.json"], "ct needs spatial_dims 3, got 2"),
         (["--modality", "ct", "--network", "extra.json"], "--network: "),
         (
+            ["--modality", "ct", "--network", "two_out.json"],
+            "ct needs in_channels 1 and out_channels 1, got 1 and 2",
+        ),
+        (
             ["--modality", "mammo", "--patch-size", "128", "128"],
             "--patch-size needs --lesion-masks",
         ),
@@ -137,6 +141,7 @@ def test_bad_train_arguments_give_one_line_and_exit_2(
         "typo.json": json.dumps(unet | {"architecture": "unte"}),
         "unet2d.json": json.dumps(unet | {"spatial_dims": 2}),
         "extra.json": json.dumps(unet | {"depth": 3}),
+        "two_out.json": json.dumps(unet | {"out_channels": 2}),
     }
     for name, text in networks.items():
         (tmp_path / name).write_text(text)

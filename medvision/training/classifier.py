@@ -114,7 +114,9 @@ class TrainOptions:
     network
         Network description (``{"architecture": ..., **options}``, as a registry
         entry's ``network``); the modality's default when empty. It must build and
-        have the modality's ``spatial_dims`` (3 for CT, 2 otherwise).
+        fit the modality: ``spatial_dims`` (3 for CT, 2 otherwise), ``in_channels``
+        (3 for fundus, 1 otherwise) and ``out_channels`` (one per finding; 1 for
+        mammography's views and the CT nodule map).
     name, version
         Model name and version for the registry.
     lesion_masks
@@ -266,6 +268,18 @@ class TrainOptions:
             raise ValueError(
                 f"--network: {self.modality.value} needs spatial_dims {dims}, "
                 f"got {self.network.get('spatial_dims')}"
+            )
+        # One channel in (three for colour fundus photographs); one logit per finding
+        # out, except mammography and CT: one per view, one nodule map.
+        channels = 3 if self.modality == Modality.FUNDUS else 1
+        outputs = (
+            1 if self.modality in (Modality.MAMMO, Modality.CT) else len(FINDINGS[self.modality])
+        )
+        given = (self.network.get("in_channels"), self.network.get("out_channels"))
+        if given != (channels, outputs):
+            raise ValueError(
+                f"--network: {self.modality.value} needs in_channels {channels} and "
+                f"out_channels {outputs}, got {given[0]} and {given[1]}"
             )
 
     def _check_ct_option(self, flag: str, elsewhere: str, valid: bool, requirement: str) -> None:

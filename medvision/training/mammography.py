@@ -219,17 +219,6 @@ def per_breast_auroc(scores: SplitScores, findings: Sequence[str]) -> float:
     return float(roc_auc_score(labels, logits))
 
 
-def _view_network(options: TrainOptions) -> dict[str, Any]:
-    description = network_for_run(options, default_network(Modality.MAMMO, 1))
-    if description.get("out_channels") != 1 or description.get("in_channels") != 1:
-        raise ValueError(
-            "the mammography network takes one channel per view and gives one logit per "
-            f"view: in_channels and out_channels must be 1, got "
-            f"{description.get('in_channels')} and {description.get('out_channels')}"
-        )
-    return description
-
-
 def _labels(items: Sequence[dict[str, Any]]) -> NDArray[np.int64]:
     return np.stack([item[LABEL_KEY] for item in items]).astype(np.int64)
 
@@ -263,7 +252,8 @@ def train_mammography(options: TrainOptions, progress: bool = True) -> Mammograp
         raise ValueError(
             f"train_mammography trains mammography models, got modality {options.modality.value}"
         )
-    network_description = _view_network(options)
+    # One channel in, one logit per view out (TrainOptions checks a given network).
+    network_description = network_for_run(options, default_network(Modality.MAMMO, 1))
     seed_everything(options.seed)
     findings = FINDINGS[Modality.MAMMO]
     device = select_device(options.device)

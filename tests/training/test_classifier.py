@@ -155,7 +155,7 @@ def test_init_from_refuses_another_modality_another_network_or_altered_weights(
         manifest=tmp_path,
         out=tmp_path,
         init_from=path,
-        network=tiny_densenet(2),
+        network=tiny_densenet(4, "evidence_densenet"),
     )
     with pytest.raises(ValueError, match="has another network than the one asked for"):
         network_for_run(other, TINY_NETWORK)
