@@ -36,7 +36,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -235,9 +235,9 @@ def collate_patches(items: Sequence[Any]) -> dict[str, torch.Tensor]:
     }
 
 
-def _train_epoch(
+def train_epoch(
     network: nn.Module,
-    batches: DataLoader,
+    batches: Iterable[Mapping[str, Any]],
     loss_function: nn.Module,
     optimiser: torch.optim.Optimizer,
     device: torch.device,
@@ -385,7 +385,7 @@ def train_ct_segmenter(
     for epoch in plan:
         start = time.perf_counter()
         rate = plan.learning_rate
-        train_loss = _train_epoch(
+        train_loss = train_epoch(
             network,
             train_loader,
             loss_function,

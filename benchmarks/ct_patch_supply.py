@@ -1,0 +1,125 @@
+"""How fast the CT training chain supplies patches, against how fast the network takes them.
+
+The CT segmenter trains on patches cut and augmented by the chain's random steps
+(lesion-balanced crops, flips, intensity) in DataLoader processes on the CPU. On a
+GPU the network's step is fast, so the supply can become the limit. This script
+caches ``--studies`` training scans of a manifest through the chain's
+deterministic steps (as ``medvision train`` does), then times
+
+- **supply**: ``--batches`` batches of the training DataLoader (``--batch-size``
+  studies, the chain's ``samples_per_volume`` patches each) with ``--workers``
+  processes, and nothing else;
+- **network**: the training step of the default segmenter (forward, Dice + focal
+  loss, backward, AdamW; the trainer's own ``train_epoch``, bf16 autocast on CUDA)
+  over the same batches, on ``--device``;
+
+and prints patches per second for each. Usage::
+
+    python benchmarks/ct_patch_supply.py --manifest build/bundled/ct-plus/manifest.csv \\
+        --studies 24 --batches 30 --workers 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from monai.data.dataset import CacheDataset
+from torch.utils.data import DataLoader
+
+from medvision.modality import FINDINGS, Modality
+from medvision.models.networks import build_network
+from medvision.training.classifier import LossKind, TrainOptions, split_rows
+from medvision.training.loop import select_device
+from medvision.training.segmenter import (
+    WEIGHT_DECAY,
+    collate_patches,
+    default_segmenter_network,
+    segmentation_loss,
+    segmenter_chain,
+    train_epoch,
+)
+from medvision.transforms.loading import IMAGE_KEY, MASK_KEY, study_item
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Time the supply and the network step (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--manifest", type=Path, required=True)
+    parser.add_argument("--studies", type=int, default=24, help="training scans to cache")
+    parser.add_argument("--batches", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=4, help="studies per batch")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    # MONAI warns for every patch of a study whose nodule is too small to sample around.
+    warnings.filterwarnings("ignore", message="Num foregrounds")
+    options = TrainOptions(
+        modality=Modality.CT,
+        manifest=args.manifest,
+        out=Path("."),
+        batch_size=args.batch_size,
+        max_studies=args.studies,
+        workers=args.workers,
+    )
+    findings = FINDINGS[Modality.CT]
+    chain = segmenter_chain(options)
+    transforms = chain.build(True, mask_key=MASK_KEY, mask_names=findings)
+    transforms.set_random_state(seed=0)
+    rows = split_rows(options, "train", findings)
+    started = time.perf_counter()
+    dataset = CacheDataset(
+        [study_item(row, args.manifest) for row in rows],
+        transforms,
+        progress=False,
+        num_workers=args.workers,
+    )
+    print(f"cached {len(rows)} training scans in {time.perf_counter() - started:.1f} s")
+    loader = DataLoader(
+        dataset,
+        batch_size=args.batch_size,
+        shuffle=True,
+        num_workers=args.workers,
+        collate_fn=collate_patches,
+        persistent_workers=args.workers > 0,
+    )
+    batches: list[dict[str, torch.Tensor]] = []
+    patches = 0
+    started = time.perf_counter()
+    while len(batches) < args.batches:
+        for batch in loader:
+            batches.append(batch)
+            patches += len(batch[IMAGE_KEY])
+            if len(batches) == args.batches:
+                break
+    supply = time.perf_counter() - started
+    print(
+        f"supply: {patches} patches in {supply:.1f} s with {args.workers} worker(s): "
+        f"{patches / supply:.1f} patches/s"
+    )
+    device = select_device(args.device)
+    network = build_network(default_segmenter_network()).to(device).train()
+    optimiser = torch.optim.AdamW(network.parameters(), lr=1e-3, weight_decay=WEIGHT_DECAY)
+    loss_function = segmentation_loss(LossKind.FOCAL)
+
+    def run(chosen: list[dict[str, torch.Tensor]]) -> None:
+        train_epoch(network, chosen, loss_function, optimiser, device, "network", False)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    run(batches[:1])  # warm-up: kernels, allocator
+    started = time.perf_counter()
+    run(batches)
+    taken = time.perf_counter() - started
+    print(
+        f"network on {device}: {patches} patches in {taken:.1f} s: {patches / taken:.1f} patches/s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
