@@ -56,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
+    if min(args.studies, args.batches, args.batch_size) < 1:
+        parser.error("--studies, --batches and --batch-size must be at least 1")
     # MONAI warns for every patch of a study whose nodule is too small to sample around.
     warnings.filterwarnings("ignore", message="Num foregrounds")
     options = TrainOptions(
@@ -71,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     transforms = chain.build(True, mask_key=MASK_KEY, mask_names=findings)
     transforms.set_random_state(seed=0)
     rows = split_rows(options, "train", findings)
+    if not rows:  # an empty loader would never fill the batches
+        parser.error(f"no ct study in the train split of {args.manifest}")
     started = time.perf_counter()
     dataset = CacheDataset(
         [study_item(row, args.manifest) for row in rows],
