@@ -11,7 +11,10 @@ deterministic steps (as ``medvision train`` does), then times
   processes, and nothing else;
 - **network**: the training step of the default segmenter (forward, Dice + focal
   loss, backward, AdamW; the trainer's own ``train_epoch``, bf16 autocast on CUDA)
-  over the same batches, on ``--device``;
+  over the same batches, on ``--device``, once with contiguous weights and once in
+  the layout the trainer places them in
+  (:func:`~medvision.training.loop.network_memory_format`: channels-last 3-D on
+  the CPU);
 
 and prints patches per second for each. Usage::
 
@@ -34,7 +37,7 @@ from torch.utils.data import DataLoader
 from medvision.modality import FINDINGS, Modality
 from medvision.models.networks import build_network
 from medvision.training.classifier import LossKind, TrainOptions, split_rows
-from medvision.training.loop import select_device
+from medvision.training.loop import network_memory_format, select_device
 from medvision.training.segmenter import (
     WEIGHT_DECAY,
     collate_patches,
@@ -44,6 +47,20 @@ from medvision.training.segmenter import (
     train_epoch,
 )
 from medvision.transforms.loading import IMAGE_KEY, MASK_KEY, study_item
+
+
+def train_step(
+    network: torch.nn.Module,
+    batches: list[dict[str, torch.Tensor]],
+    optimiser: torch.optim.Optimizer,
+    device: torch.device,
+) -> None:
+    """Train ``network`` on ``batches`` with the trainer's own step and loss; wait for CUDA."""
+    train_epoch(
+        network, batches, segmentation_loss(LossKind.FOCAL), optimiser, device, "network", False
+    )
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -106,22 +123,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{patches / supply:.1f} patches/s"
     )
     device = select_device(args.device)
-    network = build_network(default_segmenter_network()).to(device).train()
-    optimiser = torch.optim.AdamW(network.parameters(), lr=1e-3, weight_decay=WEIGHT_DECAY)
-    loss_function = segmentation_loss(LossKind.FOCAL)
+    placed = network_memory_format(build_network(default_segmenter_network()), device)
+    layouts = {"contiguous": torch.contiguous_format, "as trained": placed}
+    for label, layout in layouts.items():
+        torch.manual_seed(0)
+        network = build_network(default_segmenter_network()).to(device).train()
+        network.to(memory_format=layout)  # type: ignore[call-overload]
+        optimiser = torch.optim.AdamW(network.parameters(), lr=1e-3, weight_decay=WEIGHT_DECAY)
 
-    def run(chosen: list[dict[str, torch.Tensor]]) -> None:
-        train_epoch(network, chosen, loss_function, optimiser, device, "network", False)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    run(batches[:1])  # warm-up: kernels, allocator
-    started = time.perf_counter()
-    run(batches)
-    taken = time.perf_counter() - started
-    print(
-        f"network on {device}: {patches} patches in {taken:.1f} s: {patches / taken:.1f} patches/s"
-    )
+        train_step(network, batches[:1], optimiser, device)  # warm-up: kernels, allocator
+        started = time.perf_counter()
+        train_step(network, batches, optimiser, device)
+        taken = time.perf_counter() - started
+        print(
+            f"network on {device}, {label} ({layout}): {patches} patches in {taken:.1f} s: "
+            f"{patches / taken:.1f} patches/s"
+        )
     return 0
 
 

@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 from medvision.explain.gradcam import GradCam, HiResCam
+from medvision.training.loop import place_network
 
 #: The importance map of :func:`medvision.transforms.ct.sliding_window_inferer`
 #: (MONAI's defaults for a Gaussian blend).
@@ -162,7 +163,7 @@ def explain_voxel(
         index = local.to(output.device)
         return output[rows, channel, index[:, 0], index[:, 1], index[:, 2]][:, None]
 
-    network.to(device)
+    place_network(network, device)
     explainer = cam(network, reduce=at_voxel, layer=layer)
     windows = torch.stack([padded[(slice(None), *window)] for window in covering]).to(device)
     output = explainer(windows, [0] * len(covering))

@@ -50,7 +50,7 @@ from medvision.inference.scoring import (
 )
 from medvision.modality import Modality
 from medvision.models.registry import ModelEntry, Task
-from medvision.training.loop import autocast
+from medvision.training.loop import autocast, place_network
 from medvision.transforms import chain_from_description
 from medvision.transforms.chain import MapKind, to_original_grid
 from medvision.transforms.ct import CtTransforms, sliding_window_inferer
@@ -325,7 +325,7 @@ class CtSegmenterScorer:
     ) -> list[StudyScore]:
         """Segment each prepared study and report its nodules, mask and study logit."""
         network.eval()
-        network.to(device)
+        place_network(network, device)
         inferer = sliding_window_inferer(window_size(entry))
         scores = []
         for study in studies:

@@ -73,6 +73,7 @@ from medvision.training.classifier import (
 from medvision.training.loop import (
     EpochPlan,
     autocast,
+    place_network,
     plain_tensor,
     seed_everything,
     select_device,
@@ -367,7 +368,7 @@ def train_ct_segmenter(
         num_workers=options.workers,
     )
     network_description = network_for_run(options, default_segmenter_network())
-    network = initial_network(options, network_description).to(device)
+    network = place_network(initial_network(options, network_description), device)
     loss_function = segmentation_loss(options.loss)
     optimiser = torch.optim.AdamW(
         network.parameters(), lr=options.learning_rate, weight_decay=WEIGHT_DECAY

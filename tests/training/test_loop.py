@@ -11,11 +11,14 @@ from medvision.training.loop import (
     EpochPlan,
     EpochRecord,
     lesion_map_loss,
+    network_memory_format,
+    place_network,
     predict_logits,
     seed_everything,
     select_device,
     train_classifier,
 )
+from tests.conftest import tiny_unet
 
 NETWORK = {
     "architecture": "densenet",
@@ -267,3 +270,35 @@ def test_a_time_limited_run_keeps_its_best_epoch_and_logs_what_ran(tmp_path: Pat
         1,
         1e-9,
     )
+
+
+UNET_3D = tiny_unet(residual_units=1)
+
+
+def test_a_3d_network_on_the_cpu_is_placed_channels_last_and_computes_the_same() -> None:
+    torch.manual_seed(0)
+    network = build_network(UNET_3D).eval()
+    volume = torch.rand(2, 1, 16, 16, 16)
+    with torch.no_grad():
+        contiguous = network(volume)
+    assert place_network(network, torch.device("cpu")) is network
+    weights = [p for p in network.parameters() if p.ndim == 5]
+    assert weights
+    assert all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in weights)
+    assert not all(p.is_contiguous() for p in weights)
+    with torch.no_grad():
+        channels_last = network(volume)
+    torch.testing.assert_close(channels_last, contiguous, rtol=1e-5, atol=1e-5)
+
+
+def test_a_2d_network_on_the_cpu_keeps_the_contiguous_layout() -> None:
+    network = build_network(NETWORK)
+    assert network_memory_format(network, torch.device("cpu")) == torch.contiguous_format
+    place_network(network, torch.device("cpu"))
+    assert all(p.is_contiguous() for p in network.parameters())
+
+
+def test_on_cuda_2d_networks_go_channels_last_and_3d_ones_stay_contiguous() -> None:
+    cuda = torch.device("cuda")
+    assert network_memory_format(build_network(NETWORK), cuda) == torch.channels_last
+    assert network_memory_format(build_network(UNET_3D), cuda) == torch.contiguous_format
