@@ -58,6 +58,7 @@ from medvision.inference.ct import (
 )
 from medvision.inference.scoring import Location
 from medvision.models.registry import load_model, read_entry
+from medvision.training.loop import place_network
 from medvision.transforms.ct import WINDOWS_HU, sliding_window_inferer
 from medvision.transforms.loading import IMAGE_KEY, MASK_KEY, study_item
 
@@ -122,7 +123,9 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
     entry = read_entry(args.model)
-    network = load_model(entry, args.model.parent).float().eval()
+    network = place_network(
+        load_model(entry, args.model.parent).float().eval(), torch.device("cpu")
+    )
     chain = ct_chain(entry)
     transforms = chain.build(False, mask_key=MASK_KEY, mask_names=entry.findings)
     inferer = sliding_window_inferer(window_size(entry))

@@ -1,7 +1,7 @@
 """How fast the CT training chain supplies patches, against how fast the network takes them.
 
 The CT segmenter trains on patches cut and augmented by the chain's random steps
-(lesion-balanced crops, flips, intensity) in DataLoader processes on the CPU. On a
+(lesion-balanced crops, intensity jitter) in DataLoader processes on the CPU. On a
 GPU the network's step is fast, so the supply can become the limit. This script
 caches ``--studies`` training scans of a manifest through the chain's
 deterministic steps (as ``medvision train`` does), then times

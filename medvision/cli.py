@@ -713,7 +713,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--patch-symmetries",
         action="store_true",
-        help="with --patch-size: flip patches and turn square ones by 90 degrees at random",
+        help="with --patch-size, or for ct: flip patches and turn square ones (ct: in the "
+        "axial plane) by 90 degrees at random",
     )
     train.add_argument(
         "--workers",

@@ -136,8 +136,9 @@ class TrainOptions:
         With ``patch_size``: patches cut from each view per epoch (a batch of
         ``batch_size`` views holds ``batch_size * patches_per_view`` patches).
     patch_symmetries
-        With ``patch_size``: flip each patch along each axis at random and turn a
-        square one by a random multiple of 90 degrees.
+        With ``patch_size``, or for CT (always trained on patches): flip each patch
+        along each axis at random and turn a square one (CT: in the axial plane) by a
+        random multiple of 90 degrees.
     workers
         Worker processes that run the random (augmentation, patch) steps of the
         training batches, and threads that run the deterministic loading steps once
@@ -245,8 +246,11 @@ class TrainOptions:
                     "sampling, but class-balanced weights come from the views' labels; "
                     "use --loss bce or focal (with --balanced-sampler)"
                 )
-        elif self.patch_symmetries:
-            raise ValueError("--patch-symmetries applies to patches: give --patch-size too")
+        elif self.patch_symmetries and self.modality != Modality.CT:
+            raise ValueError(
+                "--patch-symmetries applies to patches: give --patch-size too "
+                "(CT always trains on patches)"
+            )
         if self.network:
             self._check_network()
         if self.patches_per_view < 1:

@@ -265,9 +265,10 @@ def train_epoch(
 def segmenter_chain(options: TrainOptions, chain: CtTransforms | None = None) -> CtTransforms:
     """Return the CT chain a run trains with: ``chain``, else the default one.
 
-    The default chain takes ``options.spacing_mm`` and ``options.positive_fraction``
-    when they are set (``medvision train --spacing``, ``--positive-fraction``), its
-    own defaults otherwise.
+    The default chain takes ``options.spacing_mm``, ``options.positive_fraction``
+    and ``options.patch_symmetries`` when they are set (``medvision train
+    --spacing``, ``--positive-fraction``, ``--patch-symmetries``), its own defaults
+    otherwise.
 
     Raises
     ------
@@ -279,6 +280,8 @@ def segmenter_chain(options: TrainOptions, chain: CtTransforms | None = None) ->
         changes["spacing_mm"] = tuple(options.spacing_mm)
     if options.positive_fraction is not None:
         changes["positive_fraction"] = options.positive_fraction
+    if options.patch_symmetries:
+        changes["patch_symmetries"] = True
     if chain is None:
         return CtTransforms(**changes)
     for name, value in changes.items():

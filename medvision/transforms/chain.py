@@ -342,18 +342,20 @@ def lesion_patches(
 
 
 def patch_symmetries(keys: list[str], patch_size: Sequence[int]) -> list[Transform]:
-    """Return random flips along each axis of a 2-D patch, and turns by 90 degrees if square.
+    """Return random flips along each axis of a patch, and quarter turns in its first plane.
 
-    Each flip has probability 1/2 and the turn is 0, 1, 2 or 3 quarter turns with
-    equal probability, so a square patch takes each of its eight symmetries
-    (the dihedral group of the square) equally often.
+    Each flip has probability 1/2; where the patch is as long along its first two
+    axes, the turn in their plane is 0, 1, 2 or 3 quarter turns with equal
+    probability. So a square 2-D patch takes each of its eight symmetries (the
+    dihedral group of the square) equally often, and a 3-D patch of the CT chain
+    (RAS: the first plane is the axial one) each of its sixteen: the axial plane's
+    eight, each with or without the head-foot flip.
     """
     steps: list[Transform] = [
-        RandFlipd(keys, prob=0.5, spatial_axis=0),
-        RandFlipd(keys, prob=0.5, spatial_axis=1),
+        RandFlipd(keys, prob=0.5, spatial_axis=axis) for axis in range(len(patch_size))
     ]
-    if len(set(int(v) for v in patch_size)) == 1:
-        steps.append(RandRotate90d(keys, prob=0.75, max_k=3))
+    if int(patch_size[0]) == int(patch_size[1]):
+        steps.append(RandRotate90d(keys, prob=0.75, max_k=3, spatial_axes=(0, 1)))
     return steps
 
 

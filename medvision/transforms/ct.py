@@ -18,7 +18,8 @@ Steps (dictionary transforms, image and optional mask together):
    always at the patch centre; the other patches are centred only on voxels denser
    than aerated lung (:data:`NEGATIVE_MIN_HU`: vessels, airway walls, hila,
    mediastinum, chest wall), where the look-alikes of a nodule are, not in the air
-   around the patient; without a mask, ``RandSpatialCropSamplesd`` — then mild
+   around the patient; without a mask, ``RandSpatialCropSamplesd`` — then, with
+   ``patch_symmetries``, random flips and axial quarter turns of each patch, and mild
    intensity scaling and shifting. Each training item becomes a list of patches.
 
 Inference runs on the whole resampled volume with :func:`sliding_window_inferer`.
@@ -53,6 +54,7 @@ from medvision.transforms.chain import (
     check_positive,
     intensity_jitter,
     lesion_patches,
+    patch_symmetries,
 )
 from medvision.transforms.loading import IMAGE_KEY
 
@@ -122,6 +124,10 @@ class CtTransforms(TransformChain):
         Training: largest random relative intensity scale and shift.
     augment_probability
         Training: probability of each random intensity step.
+    patch_symmetries
+        Training: flip each patch along each axis at random and turn it by a random
+        multiple of 90 degrees in the axial plane
+        (:func:`~medvision.transforms.chain.patch_symmetries`), image and mask alike.
     """
 
     name = "ct"
@@ -137,6 +143,7 @@ class CtTransforms(TransformChain):
     balance_lesions: bool = True
     intensity_fraction: float = 0.1
     augment_probability: float = 0.5
+    patch_symmetries: bool = False
 
     def __post_init__(self) -> None:
         """Check the parameters; a window name becomes a :class:`CtWindow`."""
@@ -168,6 +175,8 @@ class CtTransforms(TransformChain):
                 else (self.negative_min_hu - low) / (high - low),
                 balance_lesions=self.balance_lesions,
             )
+            if self.patch_symmetries:
+                steps += patch_symmetries(keys, self.roi_size)
         else:
             steps += [
                 SpatialPadd(keys, self.roi_size),

@@ -161,9 +161,26 @@ def test_the_training_chain_takes_the_spacing_and_positive_fraction_options(tmp_
     expected = r"positive_fraction 0\.33 differs from the given chain's 0\.67"
     with pytest.raises(ValueError, match=expected):
         segmenter_chain(fewer, CtTransforms())
+    symmetric = replace(options, patch_symmetries=True)
+    assert segmenter_chain(symmetric) == CtTransforms(patch_symmetries=True)
+    assert segmenter_chain(symmetric).describe()["parameters"]["patch_symmetries"] is True
+    assert CtTransforms().patch_symmetries is False
+
+
+@pytest.mark.parametrize("symmetries", [False, True])
+def test_patch_symmetries_flip_and_turn_each_ct_patch_after_it_is_cut(symmetries: bool) -> None:
+    steps = CtTransforms(patch_symmetries=symmetries).steps(
+        True, ["image", "mask"], ["bilinear", "nearest"]
+    )
+    names = [type(step).__name__ for step in steps]
+    assert names.count("RandFlipd") == (3 if symmetries else 0)
+    assert names.count("RandRotate90d") == (1 if symmetries else 0)
+    if symmetries:
+        assert names.index("RandFlipd") > names.index("RandSpatialCropd")
 
 
 def test_options_refuse_a_spacing_or_positive_fraction_outside_ct_or_range(tmp_path: Path) -> None:
+    assert TrainOptions(Modality.CT, tmp_path, tmp_path, patch_symmetries=True).patch_symmetries
     with pytest.raises(ValueError, match="--spacing applies to CT"):
         TrainOptions(Modality.CXR, tmp_path, tmp_path, spacing_mm=(1.0, 1.0, 1.0))
     for bad in ((1.0, 1.0), (1.0, -1.0, 1.0), (1.0, float("inf"), 1.0)):

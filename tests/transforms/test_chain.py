@@ -1,3 +1,4 @@
+import itertools
 import json
 
 import numpy as np
@@ -104,25 +105,34 @@ def test_a_map_of_another_shape_is_refused(phantom_on_device: MakeStudy) -> None
         to_original_grid(torch.zeros(1, 128, 128), item, chain)
 
 
-@pytest.mark.parametrize(("shape", "count"), [((5, 5), 8), ((4, 6), 4)])
+@pytest.mark.parametrize(
+    ("shape", "count"), [((5, 5), 8), ((4, 6), 4), ((4, 4, 3), 16), ((4, 5, 3), 8)]
+)
 def test_patch_symmetries_give_each_symmetry_of_the_patch_and_move_its_mask_along(
-    shape: tuple[int, int], count: int
+    shape: tuple[int, ...], count: int
 ) -> None:
-    image = np.arange(shape[0] * shape[1], dtype=np.float32).reshape(1, *shape)
-    flips = [image, image[:, ::-1], image[:, :, ::-1], image[:, ::-1, ::-1]]
+    """Flips along every axis; quarter turns in the first plane where it is square."""
+    image = np.arange(np.prod(shape), dtype=np.float32).reshape(1, *shape)
+    axes = range(1, image.ndim)
+    flips = [
+        np.flip(image, flipped) if flipped else image
+        for n in range(len(shape) + 1)
+        for flipped in itertools.combinations(axes, n)
+    ]
     turns = [np.rot90(f, k, axes=(1, 2)) for f in flips for k in range(4)]
     allowed = {t.tobytes() for t in (turns if shape[0] == shape[1] else flips)}
     assert len(allowed) == count
     steps = Compose(patch_symmetries(["image", "label"], shape))
     steps.set_random_state(seed=0)
     seen: dict[bytes, int] = {}
-    for _ in range(400):
+    draws = 40 * count
+    for _ in range(draws):
         out = steps({"image": torch.tensor(image), "label": torch.tensor(2 * image)})
         result = np.ascontiguousarray(np.asarray(out["image"]))
         assert np.array_equal(np.asarray(out["label"]), 2 * result)
         seen[result.tobytes()] = seen.get(result.tobytes(), 0) + 1
     assert set(seen) == allowed
-    assert min(seen.values()) >= 400 / count / 2  # each about equally often
+    assert min(seen.values()) >= draws / count / 2  # each about equally often
 
 
 def _two_lesions() -> np.ndarray:
