@@ -53,6 +53,7 @@ from medvision.inference.ct import (
     ct_chain,
     equivalent_diameter_mm,
     find_nodules,
+    nodule_region,
     predict_logit_map,
     window_size,
 )
@@ -80,6 +81,7 @@ class _Scan:
     affine: NDArray[np.float64]
     truth_mask: NDArray[np.bool_]
     truth: list[TruthNodule]
+    region: NDArray[np.bool_] | None
 
 
 def sweep(scans: list[_Scan]) -> None:
@@ -95,6 +97,7 @@ def sweep(scans: list[_Scan]) -> None:
                 kept, components = find_nodules(
                     scan.logits,
                     scan.affine,
+                    region=scan.region,
                     threshold=threshold,
                     min_volume_mm3=math.pi / 6.0 * diameter**3,
                 )
@@ -143,10 +146,11 @@ def main() -> None:
         probability = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
         affine = np.asarray(item[IMAGE_KEY].affine)
         voxel_mm3 = abs(float(np.linalg.det(affine[:3, :3])))
-        kept, components = find_nodules(logits, affine)
+        region = nodule_region(item[IMAGE_KEY], chain.window)
+        kept, components = find_nodules(logits, affine, region=region)
         if args.sweep:
             nodules, _ = load_ground_truth(row, args.manifest)
-            scans.append(_Scan(row.study_instance_uid, logits, affine, truth, nodules))
+            scans.append(_Scan(row.study_instance_uid, logits, affine, truth, nodules, region))
         print(f"{row.study_instance_uid} nodule={row.labels.get('nodule')}")
         labels, count = ndimage.label(truth, structure=CONNECTIVITY)
         for index in range(1, count + 1):

@@ -48,8 +48,10 @@ from medvision.explain.volume import explain_voxel
 from medvision.inference.ct import (
     ITEM_KEY,
     TRANSFORMS_KEY,
+    ct_chain,
     find_nodules,
     in_instance_order,
+    nodule_region,
     predict_logit_map,
     study_peak,
     window_size,
@@ -184,13 +186,15 @@ def ct_peak_voxel(
 ) -> tuple[int, int, int]:
     """Return the voxel (model grid) whose blended logit is a prepared CT study's logit.
 
-    The scorer's rule (:func:`medvision.inference.ct.study_peak`) on a fresh
+    The scorer's rule (:func:`medvision.inference.ct.study_peak`, nodules in the
+    lung region) on a fresh
     sliding-window pass of ``network`` (already on ``device``, in eval mode).
     """
     image = study.inputs[0][ITEM_KEY][IMAGE_KEY]
     inferer = sliding_window_inferer(window_size(entry))
     logits = predict_logit_map(network, inferer, image, device)
-    labels, _ = find_nodules(logits[channel], np.asarray(image.affine))
+    region = nodule_region(image, ct_chain(entry).window)
+    labels, _ = find_nodules(logits[channel], np.asarray(image.affine), region=region)
     return study_peak(logits[channel], labels)[1]
 
 

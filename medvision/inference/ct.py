@@ -10,7 +10,10 @@ For each study:
    26-connected components (``scipy.ndimage.label``); components smaller than
    :data:`MIN_NODULE_VOLUME_MM3` (a 3 mm sphere — LUNA16 leaves nodules below
    3 mm out of its reference, Setio et al. 2017; at 2 mm voxels, a lone voxel) are
-   discarded; each remaining component is a nodule with its centroid in patient
+   discarded, and so are components with no voxel in the lung
+   region (:func:`nodule_region`, :mod:`medvision.inference.lung_region`: the
+   network also marks voxels in the air around the patient, which training
+   patches never show it); each remaining component is a nodule with its centroid in patient
    coordinates (LPS mm, as ImagePositionPatient, PS3.3 C.7.6.2.1.1), its
    equivalent-sphere diameter ``(6 V / π)^(1/3)`` and its score, the component's
    highest probability;
@@ -41,6 +44,8 @@ from numpy.typing import NDArray
 from scipy import ndimage, special
 from torch import nn
 
+from medvision.choices import parse_choice
+from medvision.inference.lung_region import AIR_HU, lung_region
 from medvision.inference.scoring import (
     Location,
     PreparedStudy,
@@ -53,7 +58,7 @@ from medvision.models.registry import ModelEntry, Task
 from medvision.training.loop import autocast, place_network
 from medvision.transforms import chain_from_description
 from medvision.transforms.chain import MapKind, to_original_grid
-from medvision.transforms.ct import CtTransforms, sliding_window_inferer
+from medvision.transforms.ct import WINDOWS_HU, CtTransforms, CtWindow, sliding_window_inferer
 from medvision.transforms.loading import IMAGE_KEY, LPS_TO_RAS, UID_KEY
 
 #: A voxel is nodule when its probability is at least this.
@@ -116,6 +121,7 @@ def find_nodules(
     logits: NDArray[np.floating[Any]],
     affine_ras: NDArray[np.floating[Any]],
     *,
+    region: NDArray[np.bool_] | None = None,
     threshold: float = PROBABILITY_THRESHOLD,
     min_volume_mm3: float = MIN_NODULE_VOLUME_MM3,
 ) -> tuple[NDArray[np.int32], list[NoduleComponent]]:
@@ -127,6 +133,9 @@ def find_nodules(
         ``(X, Y, Z)`` voxel logits; probability is their sigmoid.
     affine_ras
         The map's 4 x 4 voxel-to-RAS affine (mm).
+    region
+        When given, the voxels where a nodule may lie (:func:`nodule_region`): a
+        component with no voxel inside is discarded.
     threshold
         Probability at or above which a voxel is nodule.
     min_volume_mm3
@@ -146,6 +155,14 @@ def find_nodules(
     voxels = np.bincount(labels.ravel(), minlength=count + 1)
     voxels[0] = 0  # background
     chosen = np.flatnonzero(voxels * voxel_mm3 >= min_volume_mm3)
+    if region is not None and len(chosen):
+        if region.shape != values.shape:
+            raise ValueError(
+                f"the nodule region's shape {region.shape} differs from the logit map's "
+                f"{values.shape}"
+            )
+        touches = ndimage.maximum(np.asarray(region, dtype=np.uint8), labels, chosen)
+        chosen = chosen[np.asarray(touches, dtype=bool)]
     relabel = np.zeros(count + 1, dtype=np.int32)
     relabel[chosen] = np.arange(1, len(chosen) + 1, dtype=np.int32)
     kept = relabel[labels]
@@ -168,6 +185,28 @@ def find_nodules(
             )
         )
     return kept, nodules
+
+
+def nodule_region(image: Any, window: CtWindow | str) -> NDArray[np.bool_] | None:
+    """Return where the scorer keeps nodules in a model-space CT image: its lung region.
+
+    ``image`` is the chain's output, ``(1, X, Y, Z)`` with ``window`` scaled to
+    ``[0, 1]`` and a RAS affine; the region is
+    :func:`~medvision.inference.lung_region.lung_region` of its voxels below
+    :data:`~medvision.inference.lung_region.AIR_HU`. ``None`` (no restriction)
+    when the window does not reach below that (the mediastinal window shows no air)
+    or when no air lies inside the patient, so that a scan whose lungs cannot be
+    found keeps every component rather than losing its nodules.
+    """
+    low, high = WINDOWS_HU[parse_choice(CtWindow, window, "CT window")]
+    if not low < AIR_HU < high:
+        return None
+    tensor = image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
+    scaled = np.asarray(tensor.detach().cpu().numpy()[0], dtype=np.float32)
+    affine = np.asarray(image.affine if isinstance(image, MetaTensor) else np.eye(4))
+    voxel_mm = np.linalg.norm(affine[:3, :3], axis=0)
+    region = lung_region(scaled < (AIR_HU - low) / (high - low), voxel_mm)
+    return region if region.any() else None
 
 
 def in_instance_order(volume: NDArray[Any], meta: Mapping[str, Any]) -> NDArray[Any]:
@@ -196,6 +235,7 @@ def study_score_from_logits(
     item: Mapping[str, Any],
     transforms: Compose,
     findings: Sequence[str],
+    region: NDArray[np.bool_] | None = None,
 ) -> StudyScore:
     """Turn the network's logit map of one study into its :class:`StudyScore`.
 
@@ -209,6 +249,8 @@ def study_score_from_logits(
         The chain that produced ``item`` (evaluation mode), to map masks back.
     findings
         The finding of each channel.
+    region
+        Where nodules may lie (:func:`nodule_region`; ``None``: anywhere).
 
     Raises
     ------
@@ -231,7 +273,7 @@ def study_score_from_logits(
     locations: dict[str, list[Location]] = {}
     masks: dict[str, NDArray[np.uint8]] = {}
     for channel, finding in enumerate(findings):
-        labels, nodules = find_nodules(values[channel], affine)
+        labels, nodules = find_nodules(values[channel], affine, region=region)
         study_logits[finding], _ = study_peak(values[channel], labels)
         locations[finding] = [
             Location(
@@ -332,7 +374,8 @@ class CtSegmenterScorer:
             prepared = study.inputs[0]
             item, transforms = prepared[ITEM_KEY], prepared[TRANSFORMS_KEY]
             logits = predict_logit_map(network, inferer, item[IMAGE_KEY], device)
-            scores.append(study_score_from_logits(logits, item, transforms, entry.findings))
+            region = nodule_region(item[IMAGE_KEY], ct_chain(entry).window)
+            scores.append(study_score_from_logits(logits, item, transforms, entry.findings, region))
         return scores
 
 

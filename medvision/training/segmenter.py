@@ -58,7 +58,7 @@ from medvision.evaluation.ct_detection import (
     evaluate_ct_detection,
     scan_detections,
 )
-from medvision.inference.ct import find_nodules, predict_logit_map
+from medvision.inference.ct import find_nodules, nodule_region, predict_logit_map
 from medvision.modality import FINDINGS, Modality
 from medvision.models.registry import ModelEntry, Task
 from medvision.training.classifier import (
@@ -80,7 +80,7 @@ from medvision.training.loop import (
     to_device,
 )
 from medvision.training.registration import register_calibrated
-from medvision.transforms.ct import CtTransforms, sliding_window_inferer
+from medvision.transforms.ct import CtTransforms, CtWindow, sliding_window_inferer
 from medvision.transforms.loading import IMAGE_KEY, MASK_KEY, study_item
 
 #: Registry name of the segmenter unless the options give one.
@@ -171,12 +171,15 @@ def tune_mean_dice(
     dataset: CacheDataset | Sequence[Mapping[str, Any]],
     inferer: SlidingWindowInferer,
     device: torch.device,
+    window: CtWindow | str,
     progress: bool = False,
 ) -> tuple[float, float]:
     """Return the mean Dice and mean soft Dice in model space over items with a nodule.
 
     Each item's whole volume goes through ``inferer``. Dice: the predicted mask is
-    the kept nodules of :func:`~medvision.inference.ct.find_nodules` (as served).
+    the kept nodules of :func:`~medvision.inference.ct.find_nodules` in the lung
+    region of the image in ``window`` (:func:`~medvision.inference.ct.nodule_region`),
+    as served.
     Soft Dice: ``2 sum(p t) / (sum(p) + sum(t))`` with ``p`` the voxel
     probabilities. The truth is the item's resampled ``label`` mask. Both are NaN
     when no item has a nodule.
@@ -189,7 +192,8 @@ def tune_mean_dice(
         if not truth.any():
             continue
         logits = predict_logit_map(network, inferer, item[IMAGE_KEY], device)
-        labels, _ = find_nodules(logits[0], np.asarray(item[IMAGE_KEY].affine))
+        region = nodule_region(item[IMAGE_KEY], window)
+        labels, _ = find_nodules(logits[0], np.asarray(item[IMAGE_KEY].affine), region=region)
         values.append(dice_coefficient(labels > 0, truth))
         probabilities = 1.0 / (1.0 + np.exp(-np.asarray(logits[0], dtype=np.float64)))
         soft_values.append(
@@ -399,7 +403,7 @@ def train_ct_segmenter(
             progress,
         )
         tune_start = time.perf_counter()
-        dice, soft_dice = tune_mean_dice(network, tune_set, inferer, device, progress)
+        dice, soft_dice = tune_mean_dice(network, tune_set, inferer, device, chain.window, progress)
         tune_end = time.perf_counter()
         record = SegmenterEpochRecord(
             epoch=epoch,
