@@ -10,10 +10,10 @@ For each study:
    26-connected components (``scipy.ndimage.label``); components smaller than
    :data:`MIN_NODULE_VOLUME_MM3` (a 3 mm sphere — LUNA16 leaves nodules below
    3 mm out of its reference, Setio et al. 2017; at 2 mm voxels, a lone voxel) are
-   discarded, and so are components with no voxel in the lung
-   region (:func:`nodule_region`, :mod:`medvision.inference.lung_region`: the
-   network also marks voxels in the air around the patient, which training
-   patches never show it); each remaining component is a nodule with its centroid in patient
+   discarded, and so are components with no voxel in the lung region
+   (:func:`nodule_region`, :mod:`medvision.inference.lung_region`: the network
+   also marks voxels in the air around the patient, which training patches never
+   show it whole); each remaining component is a nodule with its centroid in patient
    coordinates (LPS mm, as ImagePositionPatient, PS3.3 C.7.6.2.1.1), its
    equivalent-sphere diameter ``(6 V / π)^(1/3)`` and its score, the component's
    highest probability;
@@ -197,14 +197,19 @@ def nodule_region(image: Any, window: CtWindow | str) -> NDArray[np.bool_] | Non
     when the window does not reach below that (the mediastinal window shows no air)
     or when no air lies inside the patient, so that a scan whose lungs cannot be
     found keeps every component rather than losing its nodules.
+
+    Raises
+    ------
+    ValueError
+        If ``image`` is not a MetaTensor (it would carry no voxel size).
     """
+    if not isinstance(image, MetaTensor):
+        raise ValueError(f"the image is a {type(image).__name__}: it carries no geometry")
     low, high = WINDOWS_HU[parse_choice(CtWindow, window, "CT window")]
     if not low < AIR_HU < high:
         return None
-    tensor = image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
-    scaled = np.asarray(tensor.detach().cpu().numpy()[0], dtype=np.float32)
-    affine = np.asarray(image.affine if isinstance(image, MetaTensor) else np.eye(4))
-    voxel_mm = np.linalg.norm(affine[:3, :3], axis=0)
+    scaled = np.asarray(image.as_tensor().detach().cpu().numpy()[0], dtype=np.float32)
+    voxel_mm = np.linalg.norm(np.asarray(image.affine, dtype=np.float64)[:3, :3], axis=0)
     region = lung_region(scaled < (AIR_HU - low) / (high - low), voxel_mm)
     return region if region.any() else None
 

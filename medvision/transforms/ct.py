@@ -175,8 +175,6 @@ class CtTransforms(TransformChain):
                 else (self.negative_min_hu - low) / (high - low),
                 balance_lesions=self.balance_lesions,
             )
-            if self.patch_symmetries:
-                steps += patch_symmetries(keys, self.roi_size)
         else:
             steps += [
                 SpatialPadd(keys, self.roi_size),
@@ -184,6 +182,8 @@ class CtTransforms(TransformChain):
                     keys, self.roi_size, self.samples_per_volume, random_size=False
                 ),
             ]
+        if self.patch_symmetries:
+            steps += patch_symmetries(keys, self.roi_size)
         return steps + intensity_jitter(self.intensity_fraction, self.augment_probability)
 
 

@@ -106,6 +106,8 @@ def test_no_region_where_the_window_shows_no_air_or_no_lung_is_found() -> None:
     assert nodule_region(_model_space(_chest()), "mediastinum") is None
     solid = np.full((20, 20, 4), 40.0)
     assert nodule_region(_model_space(solid), "lung_nodule") is None
+    with pytest.raises(ValueError, match="carries no geometry"):
+        nodule_region(torch.zeros(1, 4, 4, 4), "lung_nodule")
 
 
 def test_components_outside_the_region_are_dropped_and_the_rest_kept() -> None:
