@@ -213,6 +213,7 @@ def _train(args: argparse.Namespace) -> int:
             init_from=args.init_from,
             spacing_mm=tuple(args.spacing) if args.spacing else None,
             positive_fraction=args.positive_fraction,
+            dice_per_patch=args.dice_per_patch,
             network=_read_network(args.network) if args.network else {},
         )
     except ValueError as error:
@@ -745,6 +746,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SHARE",
         help="ct: share of training patches cut around a nodule (default 0.67); the others "
         "are centred on dense tissue",
+    )
+    train.add_argument(
+        "--dice-per-patch",
+        action="store_true",
+        help="ct: the loss's Dice term per patch, averaged (each nodule weighs the same), "
+        "instead of over the batch",
     )
     train.add_argument(
         "--init-from",

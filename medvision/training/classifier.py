@@ -165,6 +165,10 @@ class TrainOptions:
         CT: the share of training patches cut around a nodule instead of the
         chain's default (:class:`medvision.transforms.ct.CtTransforms`); the others
         are centred on dense tissue, where false positives lie.
+    dice_per_patch
+        CT: the loss's Dice term is computed per patch and averaged, so that each
+        patch's nodule weighs the same, small or large, instead of over the whole
+        batch (:func:`medvision.training.segmenter.segmentation_loss`).
     """
 
     modality: Modality
@@ -192,6 +196,7 @@ class TrainOptions:
     init_from: Path | None = None
     spacing_mm: tuple[float, float, float] | None = None
     positive_fraction: float | None = None
+    dice_per_patch: bool = False
 
     def __post_init__(self) -> None:
         """Check the options (messages are shown to the user as they are)."""
@@ -228,6 +233,8 @@ class TrainOptions:
                 0.0 < self.positive_fraction <= 1.0,
                 f"must be in (0, 1], got {self.positive_fraction}",
             )
+        if self.dice_per_patch:
+            self._check_ct_option("--dice-per-patch", "the classifiers have no Dice term", True, "")
         if self.patch_size is not None:
             if self.modality != Modality.MAMMO:
                 raise ValueError(

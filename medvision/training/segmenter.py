@@ -212,19 +212,25 @@ def selection_score(record: SegmenterEpochRecord) -> tuple[float, float]:
     )
 
 
-def segmentation_loss(kind: LossKind) -> nn.Module:
+def segmentation_loss(kind: LossKind, dice_per_patch: bool = False) -> nn.Module:
     """Return the segmenter's loss: soft Dice plus the per-voxel term ``kind`` names.
 
     ``bce`` gives Dice + binary cross-entropy (MONAI ``DiceCELoss``); ``focal`` and
     ``class_balanced_focal`` give Dice + focal (``DiceFocalLoss``, gamma 2): the
     Dice term already balances nodule against background voxels, so there are no
-    class weights. Both on sigmoid outputs, with ``batch=True``: Dice over the
-    whole batch, so patches without a nodule do not each reward an empty
-    prediction (their per-patch Dice is undefined).
+    class weights. Both on sigmoid outputs. By default with ``batch=True``: Dice
+    over the whole batch, so patches without a nodule do not each reward an empty
+    prediction (their per-patch Dice is undefined), but a large nodule's voxels
+    outweigh a small one's. With ``dice_per_patch``, Dice per patch, averaged: each
+    patch's nodule weighs the same; a patch without one scores 1 - 1e-5 / (sum of
+    its probabilities + 1e-5) (MONAI's smoothing), about 1 for any prediction
+    above 1e-5 in all, so its gradient is negligible and the voxel term alone
+    teaches it.
     """
+    batch = not dice_per_patch
     if kind == LossKind.BCE:
-        return DiceCELoss(sigmoid=True, batch=True)
-    return DiceFocalLoss(sigmoid=True, batch=True)
+        return DiceCELoss(sigmoid=True, batch=batch)
+    return DiceFocalLoss(sigmoid=True, batch=batch)
 
 
 def collate_patches(items: Sequence[Any]) -> dict[str, torch.Tensor]:
@@ -376,7 +382,7 @@ def train_ct_segmenter(
     )
     network_description = network_for_run(options, default_segmenter_network())
     network = place_network(initial_network(options, network_description), device)
-    loss_function = segmentation_loss(options.loss)
+    loss_function = segmentation_loss(options.loss, options.dice_per_patch)
     optimiser = torch.optim.AdamW(
         network.parameters(), lr=options.learning_rate, weight_decay=WEIGHT_DECAY
     )

@@ -181,6 +181,9 @@ def test_patch_symmetries_flip_and_turn_each_ct_patch_after_it_is_cut(symmetries
 
 def test_options_refuse_a_spacing_or_positive_fraction_outside_ct_or_range(tmp_path: Path) -> None:
     assert TrainOptions(Modality.CT, tmp_path, tmp_path, patch_symmetries=True).patch_symmetries
+    assert TrainOptions(Modality.CT, tmp_path, tmp_path, dice_per_patch=True).dice_per_patch
+    with pytest.raises(ValueError, match="--dice-per-patch applies to CT"):
+        TrainOptions(Modality.CXR, tmp_path, tmp_path, dice_per_patch=True)
     with pytest.raises(ValueError, match="--spacing applies to CT"):
         TrainOptions(Modality.CXR, tmp_path, tmp_path, spacing_mm=(1.0, 1.0, 1.0))
     for bad in ((1.0, 1.0), (1.0, -1.0, 1.0), (1.0, float("inf"), 1.0)):
@@ -259,3 +262,13 @@ def test_the_segmentation_loss_is_batch_dice_plus_the_chosen_voxel_term(
         expected = dice + ((1.0 - p_true) ** 2 * bce).mean()
     loss = segmentation_loss(kind)(logits, truth)
     assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+
+    # Per patch: each patch's Dice, then their mean; the nodule-free patch scores about 1.
+    per_patch = [
+        1.0 - (2.0 * (p[i] * truth[i]).sum() + 1e-5) / (p[i].sum() + truth[i].sum() + 1e-5)
+        for i in range(2)
+    ]
+    assert float(per_patch[1]) == pytest.approx(1.0, abs=1e-4)
+    patch_loss = segmentation_loss(kind, dice_per_patch=True)(logits, truth)
+    expected_patch = expected - dice + (per_patch[0] + per_patch[1]) / 2.0
+    assert float(patch_loss) == pytest.approx(float(expected_patch), rel=1e-5)
