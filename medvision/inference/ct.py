@@ -374,12 +374,13 @@ class CtSegmenterScorer:
         network.eval()
         place_network(network, device)
         inferer = sliding_window_inferer(window_size(entry))
+        window = ct_chain(entry).window
         scores = []
         for study in studies:
             prepared = study.inputs[0]
             item, transforms = prepared[ITEM_KEY], prepared[TRANSFORMS_KEY]
             logits = predict_logit_map(network, inferer, item[IMAGE_KEY], device)
-            region = nodule_region(item[IMAGE_KEY], ct_chain(entry).window)
+            region = nodule_region(item[IMAGE_KEY], window)
             scores.append(study_score_from_logits(logits, item, transforms, entry.findings, region))
         return scores
 

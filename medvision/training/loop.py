@@ -92,10 +92,10 @@ def network_memory_format(network: nn.Module, device: torch.device) -> torch.mem
     which is what their recorded timings used. A convolution takes the layout of
     its weights when the input's differs, so inputs need no change.
     """
-    convolutions = {type(module) for module in network.modules()}
-    if device.type == "cpu" and nn.Conv3d in convolutions:
+    modules = list(network.modules())
+    if device.type == "cpu" and any(isinstance(m, nn.Conv3d) for m in modules):
         return torch.channels_last_3d
-    if device.type == "cuda" and nn.Conv2d in convolutions:
+    if device.type == "cuda" and any(isinstance(m, nn.Conv2d) for m in modules):
         return torch.channels_last
     return torch.contiguous_format
 
