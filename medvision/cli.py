@@ -214,6 +214,7 @@ def _train(args: argparse.Namespace) -> int:
             spacing_mm=tuple(args.spacing) if args.spacing else None,
             positive_fraction=args.positive_fraction,
             dice_per_patch=args.dice_per_patch,
+            dot_enhancement=args.dot_enhancement,
             network=_read_network(args.network) if args.network else {},
         )
     except ValueError as error:
@@ -752,6 +753,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="ct: the loss's Dice term per patch, averaged (each nodule weighs the same), "
         "instead of over the batch",
+    )
+    train.add_argument(
+        "--dot-enhancement",
+        action="store_true",
+        help="ct: give the network a second input channel, the Hessian dot filter of the "
+        "CT (blobs such as nodules light up, vessels do not); recorded in the entry",
     )
     train.add_argument(
         "--init-from",

@@ -106,14 +106,14 @@ def explain_voxel(
     cam: type[GradCam] = HiResCam,
     layer: nn.Module | None = None,
 ) -> VoxelExplanation:
-    """Explain the blended logit of ``voxel`` of a ``(1, X, Y, Z)`` volume (module docstring).
+    """Explain the blended logit of ``voxel`` of a ``(C, X, Y, Z)`` volume (module docstring).
 
     Parameters
     ----------
     network
         The segmenter (its weights are not changed; it is put in eval mode).
     volume
-        The model-space volume the scorer segmented, one channel.
+        The model-space volume the scorer segmented, with the chain's channels.
     voxel
         ``(x, y, z)`` index of the voxel on that grid.
     roi_size, overlap
@@ -130,11 +130,11 @@ def explain_voxel(
     Raises
     ------
     ValueError
-        If the voxel is outside the volume or the volume is not one channel of 3-D.
+        If the voxel is outside the volume or the volume is not channels of 3-D.
     """
     device = device or torch.device("cpu")
-    if volume.ndim != 4 or volume.shape[0] != 1:
-        raise ValueError(f"expected a (1, X, Y, Z) volume, got shape {tuple(volume.shape)}")
+    if volume.ndim != 4:
+        raise ValueError(f"expected a (channels, X, Y, Z) volume, got shape {tuple(volume.shape)}")
     size = tuple(int(v) for v in volume.shape[1:])
     point = tuple(int(v) for v in voxel)
     if len(point) != 3 or not all(0 <= p < s for p, s in zip(point, size, strict=True)):

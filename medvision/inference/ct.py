@@ -190,8 +190,8 @@ def find_nodules(
 def nodule_region(image: Any, window: CtWindow | str) -> NDArray[np.bool_] | None:
     """Return where the scorer keeps nodules in a model-space CT image: its lung region.
 
-    ``image`` is the chain's output, ``(1, X, Y, Z)`` with ``window`` scaled to
-    ``[0, 1]`` and a RAS affine; the region is
+    ``image`` is the chain's output, ``(channels, X, Y, Z)`` whose first channel is
+    ``window`` scaled to ``[0, 1]``, with a RAS affine; the region is
     :func:`~medvision.inference.lung_region.lung_region` of its voxels below
     :data:`~medvision.inference.lung_region.AIR_HU`. ``None`` (no restriction)
     when the window does not reach below that (the mediastinal window shows no air)
@@ -306,13 +306,20 @@ def ct_chain(entry: ModelEntry) -> CtTransforms:
     ------
     ValueError
         If the entry's chain is not the CT chain (or is refused by
-        :func:`~medvision.transforms.chain_from_description`).
+        :func:`~medvision.transforms.chain_from_description`), or its network's
+        input channels are not the chain's.
     """
     chain = chain_from_description(entry.transforms)
     if not isinstance(chain, CtTransforms):
         raise ValueError(
             f"model {entry.name}: the CT segmenter scorer needs the 'ct' transform chain, "
             f"the entry records '{entry.transforms.get('name')}'"
+        )
+    channels = entry.network.get("in_channels", chain.channels)
+    if channels != chain.channels:
+        raise ValueError(
+            f"model {entry.name}: its network takes {channels} input channel(s), its CT "
+            f"chain gives {chain.channels}"
         )
     return chain
 
@@ -391,7 +398,7 @@ def predict_logit_map(
     image: torch.Tensor,
     device: torch.device,
 ) -> NDArray[np.float32]:
-    """Return the blended ``(channels, X, Y, Z)`` logits of a ``(1, X, Y, Z)`` volume.
+    """Return the blended ``(findings, X, Y, Z)`` logits of a ``(channels, X, Y, Z)`` volume.
 
     Runs ``inferer`` (a MONAI sliding-window inferer) without gradients, with
     bf16 autocast on CUDA; the network must already be on ``device`` in eval mode.

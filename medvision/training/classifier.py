@@ -169,6 +169,10 @@ class TrainOptions:
         CT: the loss's Dice term is computed per patch and averaged, so that each
         patch's nodule weighs the same, small or large, instead of over the whole
         batch (:func:`medvision.training.segmenter.segmentation_loss`).
+    dot_enhancement
+        CT: the chain appends the Hessian dot filter of the windowed CT as a second
+        input channel (:class:`medvision.transforms.ct.CtTransforms`), in training
+        and serving; the network takes two input channels.
     """
 
     modality: Modality
@@ -197,6 +201,7 @@ class TrainOptions:
     spacing_mm: tuple[float, float, float] | None = None
     positive_fraction: float | None = None
     dice_per_patch: bool = False
+    dot_enhancement: bool = False
 
     def __post_init__(self) -> None:
         """Check the options (messages are shown to the user as they are)."""
@@ -235,6 +240,10 @@ class TrainOptions:
             )
         if self.dice_per_patch:
             self._check_ct_option("--dice-per-patch", "the classifiers have no Dice term", True, "")
+        if self.dot_enhancement:
+            self._check_ct_option(
+                "--dot-enhancement", "it filters 3-D volumes for blob-like nodules", True, ""
+            )
         if self.patch_size is not None:
             if self.modality != Modality.MAMMO:
                 raise ValueError(
@@ -280,9 +289,10 @@ class TrainOptions:
                 f"--network: {self.modality.value} needs spatial_dims {dims}, "
                 f"got {self.network.get('spatial_dims')}"
             )
-        # One channel in (three for colour fundus photographs); one logit per finding
-        # out, except mammography and CT: one per view, one nodule map.
-        channels = 3 if self.modality == Modality.FUNDUS else 1
+        # One channel in (three for colour fundus photographs, two for CT with the dot
+        # filter); one logit per finding out, except mammography and CT: one per view,
+        # one nodule map.
+        channels = 3 if self.modality == Modality.FUNDUS else 1 + int(self.dot_enhancement)
         outputs = (
             1 if self.modality in (Modality.MAMMO, Modality.CT) else len(FINDINGS[self.modality])
         )

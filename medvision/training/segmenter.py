@@ -89,18 +89,19 @@ DEFAULT_NAME = "ct-unet"
 WEIGHT_DECAY = 1e-4
 
 
-def default_segmenter_network() -> dict[str, Any]:
+def default_segmenter_network(in_channels: int = 1) -> dict[str, Any]:
     """Return the default network description of the CT nodule segmenter.
 
     A 3-D residual U-Net (MONAI ``UNet``; Ronneberger et al. 2015, Kerfoot et al.
-    2018) of four levels, 16 to 128 channels and stride-2 down-sampling, one input
-    channel (the windowed CT) and one output logit channel (``nodule``): about
+    2018) of four levels, 16 to 128 channels and stride-2 down-sampling,
+    ``in_channels`` input channels (the chain's: the windowed CT, and the dot filter
+    with ``dot_enhancement``) and one output logit channel (``nodule``): about
     0.6 M parameters, sized to train on a CPU.
     """
     return {
         "architecture": "unet",
         "spatial_dims": 3,
-        "in_channels": 1,
+        "in_channels": in_channels,
         "out_channels": 1,
         "channels": [16, 32, 64, 128],
         "strides": [2, 2, 2],
@@ -276,9 +277,9 @@ def segmenter_chain(options: TrainOptions, chain: CtTransforms | None = None) ->
     """Return the CT chain a run trains with: ``chain``, else the default one.
 
     The default chain takes ``options.spacing_mm``, ``options.positive_fraction``
-    and ``options.patch_symmetries`` when they are set (``medvision train
-    --spacing``, ``--positive-fraction``, ``--patch-symmetries``), its own defaults
-    otherwise.
+    ``options.patch_symmetries`` and ``options.dot_enhancement`` when they are set
+    (``medvision train --spacing``, ``--positive-fraction``, ``--patch-symmetries``,
+    ``--dot-enhancement``), its own defaults otherwise.
 
     Raises
     ------
@@ -292,6 +293,8 @@ def segmenter_chain(options: TrainOptions, chain: CtTransforms | None = None) ->
         changes["positive_fraction"] = options.positive_fraction
     if options.patch_symmetries:
         changes["patch_symmetries"] = True
+    if options.dot_enhancement:
+        changes["dot_enhancement"] = True
     if chain is None:
         return CtTransforms(**changes)
     for name, value in changes.items():
@@ -357,6 +360,13 @@ def train_ct_segmenter(
         raise ValueError(f"no ct study with a nodule in the tune split of {options.manifest}")
     require_masks(splits["train"], "train", "the CT segmenter")
     require_masks(tune_positive, "tune", "the CT segmenter")
+    network_description = network_for_run(options, default_segmenter_network(chain.channels))
+    if network_description.get("in_channels") != chain.channels:
+        raise ValueError(
+            f"the network takes {network_description.get('in_channels')} input channel(s), "
+            f"the CT chain gives {chain.channels}"
+            + (" (with --dot-enhancement)" if chain.dot_enhancement else "")
+        )
 
     train_transforms = chain.build(True, mask_key=MASK_KEY, mask_names=findings)
     train_transforms.set_random_state(seed=options.seed)
@@ -380,7 +390,6 @@ def train_ct_segmenter(
         progress=progress,
         num_workers=options.workers,
     )
-    network_description = network_for_run(options, default_segmenter_network())
     network = place_network(initial_network(options, network_description), device)
     loss_function = segmentation_loss(options.loss, options.dice_per_patch)
     optimiser = torch.optim.AdamW(

@@ -69,7 +69,7 @@ def test_overlapping_windows_all_count() -> None:
 def test_a_voxel_outside_the_volume_is_refused() -> None:
     with pytest.raises(ValueError, match=r"voxel \(4, 4, 9\) is outside the volume"):
         explain_voxel(_network(), torch.rand(1, 8, 8, 8), (4, 4, 9), ROI)
-    with pytest.raises(ValueError, match=r"expected a \(1, X, Y, Z\) volume"):
+    with pytest.raises(ValueError, match=r"expected a \(channels, X, Y, Z\) volume"):
         explain_voxel(_network(), torch.rand(8, 8, 8), (4, 4, 4), ROI)
 
 

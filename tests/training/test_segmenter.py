@@ -140,6 +140,28 @@ def test_default_network_is_a_3d_unet_with_one_logit_channel() -> None:
     assert (description["in_channels"], description["out_channels"]) == (1, 1)
     network = build_network(description)
     assert 500_000 < sum(p.numel() for p in network.parameters()) < 700_000
+    assert default_segmenter_network(2)["in_channels"] == 2
+
+
+def test_dot_enhancement_is_ct_only_and_needs_a_two_channel_network(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--dot-enhancement applies to CT; it filters 3-D"):
+        TrainOptions(Modality.CXR, tmp_path, tmp_path, dot_enhancement=True)
+    expected = r"--network: ct needs in_channels 2 and out_channels 1, got 1 and 1"
+    with pytest.raises(ValueError, match=expected):
+        TrainOptions(Modality.CT, tmp_path, tmp_path, dot_enhancement=True, network=TINY_NETWORK)
+    two = {**TINY_NETWORK, "in_channels": 2}
+    assert TrainOptions(Modality.CT, tmp_path, tmp_path, dot_enhancement=True, network=two).network
+
+
+def test_training_refuses_a_network_whose_channels_differ_from_the_chain(
+    manifest: Path, tmp_path: Path
+) -> None:
+    # E.g. --init-from a one-channel model with --dot-enhancement, or a chain given directly.
+    options = TrainOptions(Modality.CT, manifest, tmp_path, network=TINY_NETWORK)
+    dotted = replace(TINY_CHAIN, dot_enhancement=True)
+    expected = r"the network takes 1 input channel\(s\), the CT chain gives 2 \(with --dot-enh"
+    with pytest.raises(ValueError, match=expected):
+        train_ct_segmenter(options, progress=False, chain=dotted)
 
 
 def test_the_training_chain_takes_the_spacing_and_positive_fraction_options(tmp_path: Path) -> None:
@@ -161,6 +183,10 @@ def test_the_training_chain_takes_the_spacing_and_positive_fraction_options(tmp_
     expected = r"positive_fraction 0\.33 differs from the given chain's 0\.67"
     with pytest.raises(ValueError, match=expected):
         segmenter_chain(fewer, CtTransforms())
+    dotted = replace(options, dot_enhancement=True)
+    assert segmenter_chain(dotted) == CtTransforms(dot_enhancement=True)
+    assert (segmenter_chain(dotted).channels, CtTransforms().channels) == (2, 1)
+    assert segmenter_chain(dotted).describe()["parameters"]["dot_enhancement"] is True
     symmetric = replace(options, patch_symmetries=True)
     assert segmenter_chain(symmetric) == CtTransforms(patch_symmetries=True)
     assert segmenter_chain(symmetric).describe()["parameters"]["patch_symmetries"] is True

@@ -79,6 +79,20 @@ def test_training_samples_patches_of_the_roi_size_around_the_nodule(
         assert float(patch["label"].sum()) > 0
 
 
+def test_with_the_dot_filter_patches_carry_it_as_a_second_channel_lit_at_the_nodule(
+    phantom_on_device: MakeStudy,
+) -> None:
+    patches = _training_patches(
+        phantom_on_device, positive_fraction=1.0, samples_per_volume=3, dot_enhancement=True
+    )
+    for patch in patches:
+        assert tuple(patch["image"].shape) == (2, *ct.ROI_SIZE)
+        nodule = np.asarray(patch["label"][0]) > 0.5
+        dot = np.asarray(patch["image"][1])
+        # The nodule is among the brightest blobs of its patch.
+        assert float(dot[nodule].max()) > float(np.percentile(dot, 99))
+
+
 def test_positive_patches_do_not_always_hold_the_nodule_at_their_centre(
     phantom_on_device: MakeStudy,
 ) -> None:
