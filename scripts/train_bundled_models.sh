@@ -95,7 +95,7 @@ for modality in "${modalities[@]}"; do
                 --input-size 512 384 --patch-size 128 128 --patches-per-view 4 --batch-size 8 \
                 --balanced-sampler
             ;;
-        ct) bundle_ct 300 104 300 1104 --epochs 60 --learning-rate 1e-2 --batch-size 4 --workers 1 ;;
+        ct) bundle_ct 300 104 300 1104 --epochs 62 --learning-rate 1e-2 --batch-size 4 --workers 1 --dot-enhancement ;;
         *)
             echo "unknown modality '$modality': expected cxr, fundus, mammo or ct" >&2
             exit 2
