@@ -93,8 +93,8 @@ def hessian_eigenvalues(
     ``sigma_voxels`` (per axis, in voxels; :func:`gaussian_derivative_kernel`, the
     volume's edge repeated outwards), not scale-normalised. The eigenvalues of each voxel's
     symmetric 3 x 3 matrix come in closed form (the trigonometric solution of the
-    characteristic cubic; Smith 1961), about six times faster than
-    ``numpy.linalg.eigvalsh``.
+    characteristic cubic; Smith 1961), vectorised over the volume instead of one
+    ``numpy.linalg.eigvalsh`` call per voxel's matrix.
 
     Parameters
     ----------
