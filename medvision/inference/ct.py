@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 from monai.data.meta_tensor import MetaTensor
+from monai.data.utils import affine_to_spacing
 from monai.inferers.inferer import SlidingWindowInferer
 from monai.transforms.compose import Compose
 from numpy.typing import NDArray
@@ -209,7 +210,9 @@ def nodule_region(image: Any, window: CtWindow | str) -> NDArray[np.bool_] | Non
     if not low < AIR_HU < high:
         return None
     scaled = np.asarray(image.as_tensor().detach().cpu().numpy()[0], dtype=np.float32)
-    voxel_mm = np.linalg.norm(np.asarray(image.affine, dtype=np.float64)[:3, :3], axis=0)
+    voxel_mm = [
+        float(v) for v in affine_to_spacing(np.asarray(image.affine, dtype=np.float64), r=3)
+    ]
     region = lung_region(scaled < (AIR_HU - low) / (high - low), voxel_mm)
     return region if region.any() else None
 

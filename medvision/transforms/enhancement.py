@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from monai.config.type_definitions import KeysCollection
 from monai.data.meta_tensor import MetaTensor
+from monai.data.utils import affine_to_spacing
 from monai.transforms.transform import MapTransform
 from numpy.typing import NDArray
 from scipy import ndimage
@@ -225,7 +226,7 @@ class DotEnhancementd(MapTransform):
             if image.ndim != 4:
                 raise ValueError(f"expected a (channels, X, Y, Z) image, got {tuple(image.shape)}")
             voxel_mm = (
-                np.linalg.norm(np.asarray(image.affine, dtype=np.float64)[:3, :3], axis=0)
+                affine_to_spacing(np.asarray(image.affine, dtype=np.float64), r=3)
                 if isinstance(image, MetaTensor)
                 else np.ones(3)
             )
