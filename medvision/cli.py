@@ -215,6 +215,7 @@ def _train(args: argparse.Namespace) -> int:
             positive_fraction=args.positive_fraction,
             dice_per_patch=args.dice_per_patch,
             dot_enhancement=args.dot_enhancement,
+            lesion_contrast=tuple(args.lesion_contrast) if args.lesion_contrast else None,
             network=_read_network(args.network) if args.network else {},
         )
     except ValueError as error:
@@ -759,6 +760,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="ct: give the network a second input channel, the Hessian dot filter of the "
         "CT (blobs such as nodules light up, vessels do not); recorded in the entry",
+    )
+    train.add_argument(
+        "--lesion-contrast",
+        nargs=2,
+        type=float,
+        metavar=("LOW", "HIGH"),
+        help="ct: fade the nodules of half the training patches that hold one to a random "
+        "share of their contrast in [LOW, HIGH], so faint nodules are seen as often as "
+        "solid ones",
     )
     train.add_argument(
         "--init-from",

@@ -107,6 +107,8 @@ def test_synth_writes_manifest_and_prints_summary(
         (["--modality", "ct", "--positive-fraction", "1.5"], "must be in (0, 1], got 1.5"),
         (["--modality", "cxr", "--patch-symmetries"], "(CT always trains on patches)"),
         (["--modality", "fundus", "--dot-enhancement"], "--dot-enhancement applies to CT"),
+        (["--modality", "cxr", "--lesion-contrast", "0.4", "1"], "--lesion-contrast applies to CT"),
+        (["--modality", "ct", "--lesion-contrast", "0.9", "0.4"], "takes LOW HIGH with 0 <= LOW"),
         (["--modality", "ct", "--positive-fraction", "0"], "must be positive, got 0.0"),
         (["--modality", "ct", "--spacing", "1.5", "1.5"], "expected 3 arguments"),
         (["--modality", "ct", "--spacing", "1.5", "0", "1.5"], "must be positive, got 0.0"),

@@ -173,6 +173,11 @@ class TrainOptions:
         CT: the chain appends the Hessian dot filter of the windowed CT as a second
         input channel (:class:`medvision.transforms.ct.CtTransforms`), in training
         and serving; the network takes two input channels.
+    lesion_contrast
+        CT: ``(low, high)``; half the training patches holding a nodule have it faded
+        to a random share of its contrast in that range
+        (:class:`medvision.transforms.ct.CtTransforms`), so faint nodules are seen
+        as often as conspicuous ones.
     """
 
     modality: Modality
@@ -202,6 +207,7 @@ class TrainOptions:
     positive_fraction: float | None = None
     dice_per_patch: bool = False
     dot_enhancement: bool = False
+    lesion_contrast: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         """Check the options (messages are shown to the user as they are)."""
@@ -243,6 +249,14 @@ class TrainOptions:
         if self.dot_enhancement:
             self._check_ct_option(
                 "--dot-enhancement", "it filters 3-D volumes for blob-like nodules", True, ""
+            )
+        if self.lesion_contrast is not None:
+            self._check_ct_option(
+                "--lesion-contrast",
+                "it fades nodules in CT training patches",
+                len(self.lesion_contrast) == 2
+                and 0.0 <= self.lesion_contrast[0] <= self.lesion_contrast[1] <= 1.0,
+                f"takes LOW HIGH with 0 <= LOW <= HIGH <= 1, got {self.lesion_contrast}",
             )
         if self.patch_size is not None:
             if self.modality != Modality.MAMMO:

@@ -277,9 +277,10 @@ def segmenter_chain(options: TrainOptions, chain: CtTransforms | None = None) ->
     """Return the CT chain a run trains with: ``chain``, else the default one.
 
     The default chain takes ``options.spacing_mm``, ``options.positive_fraction``
-    ``options.patch_symmetries`` and ``options.dot_enhancement`` when they are set
-    (``medvision train --spacing``, ``--positive-fraction``, ``--patch-symmetries``,
-    ``--dot-enhancement``), its own defaults otherwise.
+    ``options.patch_symmetries``, ``options.dot_enhancement`` and
+    ``options.lesion_contrast`` when they are set (``medvision train --spacing``,
+    ``--positive-fraction``, ``--patch-symmetries``, ``--dot-enhancement``,
+    ``--lesion-contrast``), its own defaults otherwise.
 
     Raises
     ------
@@ -295,6 +296,8 @@ def segmenter_chain(options: TrainOptions, chain: CtTransforms | None = None) ->
         changes["patch_symmetries"] = True
     if options.dot_enhancement:
         changes["dot_enhancement"] = True
+    if options.lesion_contrast is not None:
+        changes["lesion_contrast"] = tuple(options.lesion_contrast)
     if chain is None:
         return CtTransforms(**changes)
     for name, value in changes.items():

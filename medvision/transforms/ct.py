@@ -23,7 +23,9 @@ Steps (dictionary transforms, image and optional mask together):
    than aerated lung (:data:`NEGATIVE_MIN_HU`: vessels, airway walls, hila,
    mediastinum, chest wall), where the look-alikes of a nodule are, not in the air
    around the patient; without a mask, ``RandSpatialCropSamplesd`` — then, with
-   ``patch_symmetries``, random flips and axial quarter turns of each patch, and mild
+   ``patch_symmetries``, random flips and axial quarter turns of each patch; with
+   ``lesion_contrast``, the nodules of a patch faded to a random share of their
+   contrast (:class:`~medvision.transforms.intensity.RandLesionContrastd`); and mild
    intensity scaling and shifting (of every channel alike). Each training item
    becomes a list of patches.
 
@@ -64,6 +66,7 @@ from medvision.transforms.chain import (
     patch_symmetries,
 )
 from medvision.transforms.enhancement import DotEnhancementd
+from medvision.transforms.intensity import RandLesionContrastd
 from medvision.transforms.loading import IMAGE_KEY
 
 #: Target voxel spacing in mm (RAS axes), see the module docstring.
@@ -154,6 +157,13 @@ class CtTransforms(TransformChain):
         patches without a nodule are then centred where either channel is above its
         threshold (MONAI's rule): the filter adds blob-like spots of aerated lung, about
         0.1 % of a scan's voxels (one ``tune`` scan), to the dense tissue.
+    lesion_contrast
+        Training with a mask: ``(low, high)``; with probability
+        ``augment_probability`` a patch holding nodule voxels has its nodules faded
+        to a share of their contrast drawn from that range
+        (:class:`~medvision.transforms.intensity.RandLesionContrastd`), so that faint
+        nodules (ground glass, a low-dose scanner) are seen as often as solid ones.
+        ``None`` (default): no fading.
     """
 
     name = "ct"
@@ -171,6 +181,7 @@ class CtTransforms(TransformChain):
     augment_probability: float = 0.5
     patch_symmetries: bool = False
     dot_enhancement: bool = False
+    lesion_contrast: tuple[float, float] | None = None
 
     @property
     def channels(self) -> int:
@@ -185,6 +196,14 @@ class CtTransforms(TransformChain):
         check_positive("samples_per_volume", [self.samples_per_volume])
         if not 0.0 <= self.positive_fraction <= 1.0:
             raise ValueError(f"positive_fraction must be in [0, 1], got {self.positive_fraction}")
+        if self.lesion_contrast is not None and not (
+            len(self.lesion_contrast) == 2
+            and 0.0 <= self.lesion_contrast[0] <= self.lesion_contrast[1] <= 1.0
+        ):
+            raise ValueError(
+                f"lesion_contrast must be (low, high) with 0 <= low <= high <= 1, "
+                f"got {self.lesion_contrast}"
+            )
 
     def steps(self, training: bool, keys: list[str], modes: list[str]) -> list[Transform]:
         """Return orientation, spacing and window; in training, patches and jitter."""
@@ -222,6 +241,12 @@ class CtTransforms(TransformChain):
             ]
         if self.patch_symmetries:
             steps += patch_symmetries(keys, self.roi_size)
+        if self.lesion_contrast is not None and len(keys) > 1:
+            steps.append(
+                RandLesionContrastd(
+                    IMAGE_KEY, keys[1], self.lesion_contrast, prob=self.augment_probability
+                )
+            )
         return steps + intensity_jitter(self.intensity_fraction, self.augment_probability)
 
 

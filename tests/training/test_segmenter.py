@@ -191,6 +191,10 @@ def test_the_training_chain_takes_the_spacing_and_positive_fraction_options(tmp_
     assert segmenter_chain(symmetric) == CtTransforms(patch_symmetries=True)
     assert segmenter_chain(symmetric).describe()["parameters"]["patch_symmetries"] is True
     assert CtTransforms().patch_symmetries is False
+    fading = replace(options, lesion_contrast=(0.4, 1.0))
+    assert segmenter_chain(fading) == CtTransforms(lesion_contrast=(0.4, 1.0))
+    with pytest.raises(ValueError, match=r"lesion_contrast \(0.4, 1.0\) differs from the given"):
+        segmenter_chain(fading, TINY_CHAIN)
 
 
 @pytest.mark.parametrize("symmetries", [False, True])
@@ -220,6 +224,12 @@ def test_options_refuse_a_spacing_or_positive_fraction_outside_ct_or_range(tmp_p
     for share in (0.0, 1.5):
         with pytest.raises(ValueError, match=r"--positive-fraction must be in \(0, 1\]"):
             TrainOptions(Modality.CT, tmp_path, tmp_path, positive_fraction=share)
+    with pytest.raises(ValueError, match="--lesion-contrast applies to CT; it fades nodules"):
+        TrainOptions(Modality.MAMMO, tmp_path, tmp_path, lesion_contrast=(0.4, 1.0))
+    for interval in [(0.8, 0.4), (-0.1, 1.0), (0.4, 1.5), (0.4,)]:
+        with pytest.raises(ValueError, match="--lesion-contrast takes LOW HIGH with 0 <= LOW"):
+            TrainOptions(Modality.CT, tmp_path, tmp_path, lesion_contrast=interval)  # type: ignore[arg-type]
+    assert TrainOptions(Modality.CT, tmp_path, tmp_path, lesion_contrast=(0.5, 0.5)).lesion_contrast
 
 
 def test_training_refuses_a_modality_other_than_ct(tmp_path: Path) -> None:

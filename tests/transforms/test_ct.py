@@ -93,6 +93,53 @@ def test_with_the_dot_filter_patches_carry_it_as_a_second_channel_lit_at_the_nod
         assert float(dot[nodule].max()) > float(np.percentile(dot, 99))
 
 
+def test_lesion_contrast_fades_the_nodule_of_each_patch_and_nothing_far_from_it(
+    phantom_on_device: MakeStudy,
+) -> None:
+    # No jitter; with the same seed the patches are cut at the same places.
+    same = {"positive_fraction": 1.0, "samples_per_volume": 3, "intensity_fraction": 0.0}
+    plain = _training_patches(phantom_on_device, augment_probability=1.0, **same)
+    faded = _training_patches(
+        phantom_on_device, augment_probability=1.0, lesion_contrast=(0.5, 0.5), **same
+    )
+    for before, after in zip(plain, faded, strict=True):
+        assert torch.equal(before["label"], after["label"])
+        nodule = np.asarray(before["label"][0]) > 0.5
+        far = ~ndimage.binary_dilation(nodule, np.ones((3, 3, 3)), iterations=6)
+        image, fainter = np.asarray(before["image"][0]), np.asarray(after["image"][0])
+        np.testing.assert_array_equal(fainter[far], image[far])
+        # Half the nodule's contrast over its surroundings is gone.
+        surround = ndimage.binary_dilation(nodule, iterations=3) & ~ndimage.binary_dilation(nodule)
+        background = float(np.median(image[surround]))
+        contrast = image[nodule] - background
+        bright = contrast > 0
+        np.testing.assert_allclose(
+            fainter[nodule][bright] - background, 0.5 * contrast[bright], atol=1e-5
+        )
+
+
+def test_lesion_contrast_is_a_training_step_after_the_crop_and_is_checked() -> None:
+    keys, modes = ["image", "mask"], ["bilinear", "nearest"]
+    names = [
+        type(step).__name__
+        for step in ct.CtTransforms(lesion_contrast=(0.4, 1.0)).steps(True, keys, modes)
+    ]
+    assert names.index("RandSpatialCropd") < names.index("RandLesionContrastd")
+    assert names.index("RandLesionContrastd") < names.index("RandScaleIntensityd")
+    for training, step_keys in ((False, keys), (True, keys[:1])):  # serving; no mask
+        steps = ct.CtTransforms(lesion_contrast=(0.4, 1.0)).steps(
+            training, step_keys, modes[: len(step_keys)]
+        )
+        assert "RandLesionContrastd" not in [type(step).__name__ for step in steps]
+    chain = ct.CtTransforms(lesion_contrast=(0.4, 1.0))
+    assert chain.describe()["parameters"]["lesion_contrast"] == [0.4, 1.0]
+    assert ct.CtTransforms.from_parameters(chain.describe()["parameters"]) == chain
+    assert ct.CtTransforms().lesion_contrast is None
+    for bad in ((0.8, 0.4), (0.4, 1.2), (0.4,)):
+        with pytest.raises(ValueError, match="lesion_contrast must be"):
+            ct.CtTransforms(lesion_contrast=bad)  # type: ignore[arg-type]
+
+
 def test_positive_patches_do_not_always_hold_the_nodule_at_their_centre(
     phantom_on_device: MakeStudy,
 ) -> None:
