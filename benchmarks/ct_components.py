@@ -1,13 +1,15 @@
 """Where a CT segmenter's components are: the nodules it finds and misses, its false positives.
 
-For each study of one manifest split (default ``tune``), the model's own chain and
+For each study of the given manifest splits (default ``tune``), the model's own chain and
 sliding-window inference give the voxel probabilities in model space (RAS, 2 mm);
 the served rule (:func:`~medvision.inference.ct.find_nodules`) gives the kept
-components. Per study it prints each ground-truth nodule (voxels, mean HU, the
-highest probability inside it, found or not) and the false-positive components;
+components. Per study (with its device) it prints each ground-truth nodule (voxels,
+mean HU, the median HU of its surroundings — the voxels 2 to 3 voxels beyond it —,
+the highest probability inside it, found or not) and the false-positive components;
 then a summary:
 
-- ground-truth nodules found (a kept component overlaps them), by size;
+- ground-truth nodules found (a kept component overlaps them), by size, and those
+  of 6 mm or more by device (``ManufacturerModelName``);
 - false-positive components per scan, and how many are *embedded*: the mean HU of
   a 2-voxel shell around the component is above -500 HU, so the component sits in
   soft tissue (hilum, mediastinum, chest wall, vessel wall) rather than in aerated
@@ -25,7 +27,8 @@ The served rule is threshold 0.5 and 3 mm.
 Usage::
 
     python benchmarks/ct_components.py --model DIR/ct-unet.json \\
-        --manifest build/bundled/ct/manifest.csv [--split tune] [--studies N] [--sweep]
+        --manifest build/bundled/ct/manifest.csv [--split tune [calibration ...]] \\
+        [--studies N] [--sweep]
 """
 
 from __future__ import annotations
@@ -67,6 +70,8 @@ from medvision.transforms.loading import IMAGE_KEY, MASK_KEY, study_item
 EMBEDDED_SHELL_HU = -500.0
 #: Nodule size bands (equivalent-sphere diameter in mm, model grid) for the summary.
 SIZE_BANDS_MM = ((0.0, 6.0), (6.0, 10.0), (10.0, 100.0))
+#: Nodules of at least this diameter (mm) are counted per device.
+DEVICE_MIN_DIAMETER_MM = 6.0
 #: ``--sweep``: component probability thresholds and smallest diameters (mm) tried.
 SWEEP_THRESHOLDS = (0.3, 0.5, 0.7, 0.9)
 SWEEP_DIAMETERS_MM = (3.0, 4.0, 5.0, 6.0)
@@ -120,7 +125,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="registry entry (.json)")
     parser.add_argument("--manifest", type=Path, required=True)
-    parser.add_argument("--split", default="tune")
+    parser.add_argument("--split", nargs="+", default=["tune"], help="one or more splits")
     parser.add_argument("--studies", type=int, default=None, help="at most this many")
     parser.add_argument("--sweep", action="store_true", help="also try other component rules")
     args = parser.parse_args()
@@ -133,9 +138,10 @@ def main() -> None:
     transforms = chain.build(False, mask_key=MASK_KEY, mask_names=entry.findings)
     inferer = sliding_window_inferer(window_size(entry))
     low, high = WINDOWS_HU[chain.window]
-    rows = [row for row in read_manifest(args.manifest) if row.split == args.split]
+    rows = [row for row in read_manifest(args.manifest) if row.split in args.split]
     rows = rows[: args.studies] if args.studies else rows
     found_by_band = [[0, 0] for _ in SIZE_BANDS_MM]
+    found_by_device: dict[str, list[int]] = {}
     false_positives = embedded = 0
     scans: list[_Scan] = []
     for row in rows:
@@ -151,7 +157,9 @@ def main() -> None:
         if args.sweep:
             nodules, _ = load_ground_truth(row, args.manifest)
             scans.append(_Scan(row.study_instance_uid, logits, affine, truth, nodules, region))
-        print(f"{row.study_instance_uid} nodule={row.labels.get('nodule')}")
+        print(
+            f"{row.study_instance_uid} nodule={row.labels.get('nodule')} {row.manufacturer_model}"
+        )
         labels, count = ndimage.label(truth, structure=CONNECTIVITY)
         for index in range(1, count + 1):
             inside = labels == index
@@ -160,10 +168,16 @@ def main() -> None:
             band = next(i for i, (a, b) in enumerate(SIZE_BANDS_MM) if a <= diameter < b)
             found_by_band[band][0] += int(found)
             found_by_band[band][1] += 1
+            if diameter >= DEVICE_MIN_DIAMETER_MM:
+                tally = found_by_device.setdefault(row.manufacturer_model, [0, 0])
+                tally[0] += int(found)
+                tally[1] += 1
+            edge = ndimage.binary_dilation(inside)
+            surround = ndimage.binary_dilation(inside, iterations=3) & ~edge
             print(
                 f"  nodule {int(inside.sum()):>4} voxels ({diameter:4.1f} mm) "
-                f"{hu[inside].mean():7.0f} HU  max p {probability[inside].max():.2f}  "
-                f"{'found' if found else 'missed'}"
+                f"{hu[inside].mean():7.0f} HU, surroundings {np.median(hu[surround]):7.0f} HU  "
+                f"max p {probability[inside].max():.2f}  {'found' if found else 'missed'}"
             )
         for component in components:
             region = kept == component.label
@@ -177,9 +191,11 @@ def main() -> None:
                 f"  false positive {component.voxels:>4} voxels p {component.probability:.2f}  "
                 f"{hu[region].mean():7.0f} HU, shell {shell_hu:7.0f} HU"
             )
-    print(f"\n{len(rows)} studies of split {args.split}")
+    print(f"\n{len(rows)} studies of split(s) {', '.join(args.split)}")
     for (a, b), (hits, total) in zip(SIZE_BANDS_MM, found_by_band, strict=True):
         print(f"nodules {a:g}-{b:g} mm: {hits} of {total} found")
+    for device, (hits, total) in sorted(found_by_device.items()):
+        print(f"nodules >= {DEVICE_MIN_DIAMETER_MM:g} mm on {device}: {hits} of {total} found")
     print(
         f"false-positive components: {false_positives} ({false_positives / max(len(rows), 1):.2f}"
         f" per scan), {embedded} embedded in soft tissue (shell > {EMBEDDED_SHELL_HU:g} HU)"
