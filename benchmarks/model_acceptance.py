@@ -14,7 +14,7 @@ registered threshold with Wilson 95 % intervals, and whether the target
 sensitivity (0.90) lies inside that interval. Mammography adds the per-breast
 AUROC (left and right breasts pooled as cases); CT adds nodule detection
 (sensitivity for nodules of 6 mm or more at no more than 1 false positive per
-scan) and Dice.
+scan), Dice, and per device how many of those nodules any kept component hits.
 
 Usage::
 
@@ -37,7 +37,11 @@ from medvision.calibration.metrics import expected_calibration_error
 from medvision.calibration.operating_point import operating_point_at
 from medvision.data.manifest import ManifestRow
 from medvision.evaluation.classification import discrimination
-from medvision.evaluation.ct_detection import evaluate_ct_detection, scan_detections
+from medvision.evaluation.ct_detection import (
+    ScanDetections,
+    evaluate_ct_detection,
+    scan_detections,
+)
 from medvision.inference.scoring import StudyScore
 from medvision.modality import Modality
 from medvision.models.registry import load_registry
@@ -152,6 +156,7 @@ def _ct_figures(
     results: list[StudyResult], rows: dict[str, ManifestRow], manifest: Path, figures: SetFigures
 ) -> None:
     scans = []
+    by_device: dict[str, list[ScanDetections]] = {}
     for result in results:
         finding = next(f for f in result.findings if f.name == "nodule")
         score = StudyScore(
@@ -160,7 +165,9 @@ def _ct_figures(
             locations={"nodule": list(finding.locations)},
             masks={"nodule": finding.mask},
         )
-        scans.append(scan_detections(score, rows[result.study_instance_uid], manifest))
+        row = rows[result.study_instance_uid]
+        scans.append(scan_detections(score, row, manifest))
+        by_device.setdefault(row.manufacturer_model, []).append(scans[-1])
     evaluation = evaluate_ct_detection(scans)
     figures.extra.update(
         {
@@ -171,6 +178,12 @@ def _ct_figures(
             "false_positives_per_scan_all_kept": evaluation.false_positives_per_scan,
         }
     )
+    # Where the misses are: nodules of 6 mm or more hit by any kept component, per device.
+    for device, group in sorted(by_device.items()):
+        per_device = evaluate_ct_detection(group)
+        figures.extra[f"detected_all_kept_{device}"] = (
+            f"{per_device.detected} of {per_device.nodules}"
+        )
 
 
 def evaluate_set(
