@@ -134,11 +134,11 @@ class RandLesionContrastd(RandomizableTransform, MapTransform):
     With probability ``prob``, when the item's mask holds lesion voxels, the image
     becomes :func:`fade_lesion` of it with a factor drawn uniformly from
     ``factors``; the mask is unchanged (the lesion is still there, only fainter).
-    Devices and lesions differ in conspicuity: a ground-glass nodule on a low-dose
-    scanner stands a few hundred HU above the lung, a solid one on a sharp scanner
-    nearly a thousand, and a network trained on mostly conspicuous lesions learns to
-    pass over the faint ones. Applied to patches (after the crop), it costs a few
-    milliseconds each.
+    Devices and lesions differ in conspicuity: a ground-glass nodule, or any nodule
+    on a noisy low-dose scanner, stands a few hundred HU above the lung, a solid one
+    on a sharp scanner about twice as much, and a network trained on mostly
+    conspicuous lesions may pass over the faint ones. Applied to patches (after the
+    crop), so its cost follows the patch, not the volume.
 
     Parameters
     ----------
