@@ -4,7 +4,8 @@ For each study of the given manifest splits (default ``tune``), the model's own 
 sliding-window inference give the voxel probabilities in model space (RAS, 2 mm);
 the served rule (:func:`~medvision.inference.ct.find_nodules`) gives the kept
 components. Per study (with its device) it prints each ground-truth nodule (voxels,
-mean HU, the median HU of its surroundings — the voxels 2 to 3 voxels beyond it —,
+mean HU, the median HU of its surroundings — the voxels 2 to 3 voxels beyond it,
+:func:`~medvision.transforms.intensity.lesion_surroundings` —,
 the highest probability inside it, found or not) and the false-positive components;
 then a summary:
 
@@ -71,6 +72,7 @@ from medvision.inference.scoring import Location
 from medvision.models.registry import load_model, read_entry
 from medvision.training.loop import place_network
 from medvision.transforms.ct import WINDOWS_HU, sliding_window_inferer
+from medvision.transforms.intensity import lesion_surroundings
 from medvision.transforms.loading import IMAGE_KEY, MASK_KEY, study_item
 
 #: A component whose surrounding shell is denser than this (HU) sits in soft tissue.
@@ -199,8 +201,7 @@ def main() -> None:
                 tally = found_by_device.setdefault(row.manufacturer_model, [0, 0])
                 tally[0] += int(found)
                 tally[1] += 1
-            edge = ndimage.binary_dilation(inside)
-            surround = ndimage.binary_dilation(inside, iterations=3) & ~edge
+            surround = lesion_surroundings(inside)
             print(
                 f"  nodule {int(inside.sum()):>4} voxels ({diameter:4.1f} mm) "
                 f"{hu[inside].mean():7.0f} HU, surroundings {np.median(hu[surround]):7.0f} HU  "

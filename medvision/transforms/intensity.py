@@ -70,14 +70,26 @@ SURROUND_VOXELS = 3
 EDGE_SIGMA_VOXELS = 1.0
 
 
+def lesion_surroundings(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """Return the voxels 2 to :data:`SURROUND_VOXELS` voxels beyond ``mask``: its surroundings.
+
+    The first voxel beyond it is left out: it holds the lesion's partial-volume edge.
+    """
+    lesion = np.asarray(mask, dtype=bool)
+    edge = ndimage.binary_dilation(lesion)
+    return np.asarray(
+        ndimage.binary_dilation(lesion, iterations=SURROUND_VOXELS) & ~edge, dtype=bool
+    )
+
+
 def fade_lesion(
     image: NDArray[np.floating[Any]], mask: NDArray[np.bool_], factor: float
 ) -> NDArray[np.float32]:
     """Return ``image`` with the lesion in ``mask`` faded to ``factor`` of its contrast.
 
     The first channel is an intensity image (e.g. windowed CT): where the lesion is
-    brighter than its surroundings' median ``b`` (the voxels 2 to
-    :data:`SURROUND_VOXELS` voxels beyond the mask), a voxel ``x`` becomes
+    brighter than its surroundings' median ``b`` (:func:`lesion_surroundings`), a
+    voxel ``x`` becomes
     ``x - w (1 - factor) (x - b)``, with the weight ``w`` 1 inside the mask and
     falling off over its edge (the mask dilated by one voxel, blurred by
     :data:`EDGE_SIGMA_VOXELS`). Voxels darker than ``b`` are left alone, so the
@@ -115,7 +127,7 @@ def fade_lesion(
     weight = np.maximum(
         ndimage.gaussian_filter(edge.astype(np.float32), EDGE_SIGMA_VOXELS), lesion
     ).astype(np.float32)
-    surround = ndimage.binary_dilation(lesion, iterations=SURROUND_VOXELS) & ~edge
+    surround = lesion_surroundings(lesion)
     if not surround.any():  # the lesion fills the image: fade towards what is left
         surround = ~lesion
     if not surround.any():

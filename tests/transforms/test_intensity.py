@@ -10,7 +10,11 @@ import torch
 from monai.data.meta_tensor import MetaTensor
 
 from medvision.transforms.enhancement import dot_enhancement
-from medvision.transforms.intensity import RandLesionContrastd, fade_lesion
+from medvision.transforms.intensity import (
+    RandLesionContrastd,
+    fade_lesion,
+    lesion_surroundings,
+)
 
 BACKGROUND = 0.1
 LESION = 0.7
@@ -41,6 +45,14 @@ def test_fading_scales_the_lesions_contrast_and_response_and_leaves_the_rest(
     assert np.all(faded[0] >= BACKGROUND - 1e-6) and np.all(faded[0] <= image[0] + 1e-6)
     assert np.all(faded[1] <= image[1] + 1e-6)
     np.testing.assert_array_equal(fade_lesion(image, mask, 1.0), image)
+
+
+def test_the_surroundings_skip_the_edge_voxel_and_reach_three_voxels_out() -> None:
+    _, mask = _cube_image()  # the cube fills 9..14 on each axis
+    surround = lesion_surroundings(mask)
+    along = [bool(surround[i, 12, 12]) for i in range(14, 19)]
+    assert along == [False, False, True, True, False]  # inside, edge, 2 and 3 out, 4 out
+    assert not (surround & mask).any()
 
 
 def test_fading_leaves_voxels_darker_than_the_surroundings() -> None:
