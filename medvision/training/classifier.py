@@ -60,6 +60,7 @@ from medvision.training.loop import (
 from medvision.training.registration import register_calibrated
 from medvision.transforms import default_chain
 from medvision.transforms.chain import TransformChain
+from medvision.transforms.intensity import is_share_range
 from medvision.transforms.loading import study_item
 
 #: Modalities this trainer serves (one image per study, one logit per finding).
@@ -254,8 +255,7 @@ class TrainOptions:
             self._check_ct_option(
                 "--lesion-contrast",
                 "it fades nodules in CT training patches",
-                len(self.lesion_contrast) == 2
-                and 0.0 <= self.lesion_contrast[0] <= self.lesion_contrast[1] <= 1.0,
+                is_share_range(self.lesion_contrast),
                 f"takes LOW HIGH with 0 <= LOW <= HIGH <= 1, got {self.lesion_contrast}",
             )
         if self.patch_size is not None:

@@ -66,7 +66,7 @@ from medvision.transforms.chain import (
     patch_symmetries,
 )
 from medvision.transforms.enhancement import DotEnhancementd
-from medvision.transforms.intensity import RandLesionContrastd
+from medvision.transforms.intensity import RandLesionContrastd, is_share_range
 from medvision.transforms.loading import IMAGE_KEY
 
 #: Target voxel spacing in mm (RAS axes), see the module docstring.
@@ -196,10 +196,7 @@ class CtTransforms(TransformChain):
         check_positive("samples_per_volume", [self.samples_per_volume])
         if not 0.0 <= self.positive_fraction <= 1.0:
             raise ValueError(f"positive_fraction must be in [0, 1], got {self.positive_fraction}")
-        if self.lesion_contrast is not None and not (
-            len(self.lesion_contrast) == 2
-            and 0.0 <= self.lesion_contrast[0] <= self.lesion_contrast[1] <= 1.0
-        ):
+        if self.lesion_contrast is not None and not is_share_range(self.lesion_contrast):
             raise ValueError(
                 f"lesion_contrast must be (low, high) with 0 <= low <= high <= 1, "
                 f"got {self.lesion_contrast}"

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -68,6 +68,11 @@ SURROUND_VOXELS = 3
 #: :func:`fade_lesion`: Gaussian blur (voxels) of the lesion mask that gives the
 #: fading weight, so the faded lesion keeps a soft edge.
 EDGE_SIGMA_VOXELS = 1.0
+
+
+def is_share_range(values: Sequence[float]) -> bool:
+    """Return whether ``values`` is a ``(low, high)`` range of shares: ``0 <= low <= high <= 1``."""
+    return len(values) == 2 and 0.0 <= values[0] <= values[1] <= 1.0
 
 
 def lesion_surroundings(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
@@ -174,11 +179,10 @@ class RandLesionContrastd(RandomizableTransform, MapTransform):
     ) -> None:
         MapTransform.__init__(self, keys)
         RandomizableTransform.__init__(self, prob)
-        low, high = (float(v) for v in factors)
-        if not 0.0 <= low <= high <= 1.0:
+        if not is_share_range(factors):
             raise ValueError(f"factors must satisfy 0 <= low <= high <= 1, got {factors}")
         self.mask_key = mask_key
-        self.factors = (low, high)
+        self.factors = (float(factors[0]), float(factors[1]))
         self.factor = 1.0
 
     def randomize(self, data: Any = None) -> None:
