@@ -11,10 +11,10 @@ deterministic steps (as ``medvision train`` does), then times
   processes, and nothing else;
 - **network**: the training step of the default segmenter (forward, Dice + focal
   loss, backward, AdamW; the trainer's own ``train_epoch``, bf16 autocast on CUDA)
-  over the same batches, on ``--device``, once with contiguous weights and once in
-  the layout the trainer places them in
-  (:func:`~medvision.training.loop.network_memory_format`: channels-last 3-D on
-  the CPU);
+  over the same batches, on ``--device``, once with contiguous weights and once
+  channels-last 3-D (the script also prints which of the two the trainer uses
+  there, :func:`~medvision.training.loop.network_memory_format`: channels-last 3-D
+  on the CPU, contiguous on CUDA);
 
 and prints patches per second for each. Usage::
 
@@ -124,7 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     device = select_device(args.device)
     placed = network_memory_format(build_network(default_segmenter_network()), device)
-    layouts = {"contiguous": torch.contiguous_format, "as trained": placed}
+    print(f"the trainer places 3-D networks on {device} as {placed}")
+    layouts = {"contiguous": torch.contiguous_format, "channels-last 3-D": torch.channels_last_3d}
     for label, layout in layouts.items():
         torch.manual_seed(0)
         network = build_network(default_segmenter_network()).to(device).train()

@@ -24,7 +24,13 @@
 # Environment: MAMMO_INIT=ENTRY.json also trains, beside the runs above, the
 # mammography recipe started from that entry's weights (`--init-from`, named
 # mammo-densenet-ft, learning rate MAMMO_INIT_LR, default 5e-4); MAMMO_SCRATCH=0
-# then leaves out the run from a fresh initialisation. SMOKE=1 makes every number
+# then leaves out the run from a fresh initialisation. MAMMO_BATCH (default 8) and
+# MAMMO_PATCH (default 128: square patches) size the mammography batches;
+# MAMMO_ALT_PATCH=N also trains, beside them, the same recipe on N x N patches
+# (named mammo-densenet-pN). STOP_MARGIN (default 30) seconds before the end,
+# `timeout` stops the runs (calibration too, if still going: the weights are
+# written before it, and `medvision calibrate` can finish it elsewhere);
+# BENCH_BUNDLED=0 leaves the bundled models out of the speed benchmark. SMOKE=1 makes every number
 # tiny, to check the script on a CPU; SKIP_MAMMO=1 / SKIP_CT=1 leave one modality
 # out; SYNTH_WORKERS (default 14) processes generate the phantoms; TRAIN_WORKERS
 # (default 6) loader processes per run. AFTER_TRAINING (default 300) seconds are
@@ -98,15 +104,20 @@ fi
 log "time limit of each run's epochs: ${limit} s"
 common=(--seed 0 --out "$models" --workers "$workers" --time-limit "$limit" --no-progress
     "${max_studies[@]}")
-mammo_command=(train --modality mammo --manifest "$work/mammo/manifest.csv" "${common[@]}"
-    --epochs "$mammo_epochs" --learning-rate 2e-3 --loss bce --lesion-masks
-    --input-size 512 384 --patch-size 128 128 --patches-per-view 4 --batch-size 8
-    --balanced-sampler --patch-symmetries)
+# mammo_recipe PATCH: the mammography command with PATCH x PATCH training patches
+mammo_recipe() {
+    echo train --modality mammo --manifest "$work/mammo/manifest.csv" --epochs "$mammo_epochs" \
+        --learning-rate 2e-3 --loss bce --lesion-masks --input-size 512 384 \
+        --patch-size "$1" "$1" --patches-per-view 4 --batch-size "${MAMMO_BATCH:-8}" \
+        --balanced-sampler --patch-symmetries
+}
+read -ra mammo_command <<<"$(mammo_recipe "${MAMMO_PATCH:-128}")"
+mammo_command+=("${common[@]}")
 ct_command=(train --modality ct --manifest "$work/ct-plus/manifest.csv" "${common[@]}"
     --epochs "$ct_epochs" --learning-rate 1e-2 --batch-size 4)
 # Both end on their own; `timeout` only guards against a run that hangs, and leaves
 # the seconds the speed benchmark needs.
-stop_after=$(($(left) - 30))
+stop_after=$(($(left) - ${STOP_MARGIN:-30}))
 if [ "${SKIP_MAMMO:-0}" != 1 ] && [ "${MAMMO_SCRATCH:-1}" != 0 ]; then
     echo "medvision ${mammo_command[*]}" >>"$out/commands.txt"
     timeout "$stop_after" "${mv[@]}" "${mammo_command[@]}" >"$logs/train_mammo.log" 2>&1 &
@@ -116,6 +127,13 @@ if [ -n "${MAMMO_INIT:-}" ]; then
     ft_command=("${ft_command[@]/#2e-3/${MAMMO_INIT_LR:-5e-4}}")
     echo "medvision ${ft_command[*]}" >>"$out/commands.txt"
     timeout "$stop_after" "${mv[@]}" "${ft_command[@]}" >"$logs/train_mammo_ft.log" 2>&1 &
+fi
+if [ -n "${MAMMO_ALT_PATCH:-}" ]; then
+    alt=$MAMMO_ALT_PATCH
+    read -ra alt_command <<<"$(mammo_recipe "$alt")"
+    alt_command+=("${common[@]}" --name "mammo-densenet-p$alt")
+    echo "medvision ${alt_command[*]}" >>"$out/commands.txt"
+    timeout "$stop_after" "${mv[@]}" "${alt_command[@]}" >"$logs/train_mammo_p$alt.log" 2>&1 &
 fi
 if [ "${SKIP_CT:-0}" != 1 ]; then
     echo "medvision ${ct_command[*]}" >>"$out/commands.txt"
@@ -131,7 +149,9 @@ if [ "$(left)" -gt 40 ]; then
     log "3. inference speed"
     bench=$work/bench
     mkdir -p "$bench"
-    cp medvision/models/weights/*.json medvision/models/weights/*.pt "$bench"/
+    if [ "${BENCH_BUNDLED:-1}" != 0 ]; then
+        cp medvision/models/weights/*.json medvision/models/weights/*.pt "$bench"/
+    fi
     cp "$models"/*.json "$models"/*.pt "$bench"/ 2>/dev/null
     timeout $(($(left) - 15)) python3 benchmarks/inference_speed.py --models "$bench" \
         --studies "$bench_studies" --batch-size 16 >"$out/inference_speed.txt" 2>&1

@@ -27,7 +27,10 @@ Steps (dictionary transforms, image and optional mask together):
    ``lesion_contrast``, the nodules of a patch faded to a random share of their
    contrast (:class:`~medvision.transforms.intensity.RandLesionContrastd`); and mild
    intensity scaling and shifting (of every channel alike). Each training item
-   becomes a list of patches.
+   becomes a list of patches. With a mask, the whole scan is held as
+   :data:`CACHED_DTYPES` (half-precision image, one-byte mask) until its patches are
+   cut, since that is what a training ``CacheDataset`` keeps in memory; the
+   patches are float32 again.
 
 Inference runs on the whole resampled volume with :func:`sliding_window_inferer`.
 
@@ -50,6 +53,7 @@ import math
 from collections.abc import Sequence
 from enum import StrEnum
 
+import torch
 from monai.inferers.inferer import SlidingWindowInferer
 from monai.transforms.croppad.dictionary import RandSpatialCropSamplesd, SpatialPadd
 from monai.transforms.intensity.dictionary import ScaleIntensityRanged
@@ -77,6 +81,10 @@ SPACING_MM: tuple[float, float, float] = (2.0, 2.0, 2.0)
 ROI_SIZE: tuple[int, int, int] = (32, 32, 32)
 #: Voxels the sliding-window inferer runs through the network at once (as many windows as fit).
 WINDOW_BATCH_VOXELS = 2 * 96 * 96 * 64
+#: How a training scan and its mask are held while patches are cut from them
+#: (:func:`~medvision.transforms.chain.lesion_patches`): half precision for the image
+#: channels, one byte for the binary nodule mask; patches are float32 again once cut.
+CACHED_DTYPES = (torch.float16, torch.uint8)
 #: Input channels (the windowed CT; ``dot_enhancement`` adds one).
 CHANNELS = 1
 #: ``dot_enhancement``: the filter's scales (Gaussian standard deviation, mm). A sphere
@@ -228,6 +236,7 @@ class CtTransforms(TransformChain):
                 if self.negative_min_hu is None
                 else (self.negative_min_hu - low) / (high - low),
                 balance_lesions=self.balance_lesions,
+                cached_dtypes=CACHED_DTYPES,
             )
         else:
             steps += [

@@ -5,6 +5,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from monai.transforms.compose import Compose
+from monai.transforms.transform import Randomizable
 from scipy import ndimage
 
 from medvision.data.manifest import resolve
@@ -91,6 +93,35 @@ def test_with_the_dot_filter_patches_carry_it_as_a_second_channel_lit_at_the_nod
         dot = np.asarray(patch["image"][1])
         # The nodule is among the brightest blobs of its patch.
         assert float(dot[nodule].max()) > float(np.percentile(dot, 99))
+
+
+def test_training_holds_the_scan_in_half_precision_until_the_patches_are_cut(
+    phantom_on_device: MakeStudy,
+) -> None:
+    manifest, row = phantom_on_device(Modality.CT, "Aquila CT 128")
+    chain = ct.CtTransforms(dot_enhancement=True).build(True, mask_key="label")
+    first_random = next(
+        i for i, step in enumerate(chain.transforms) if isinstance(step, Randomizable)
+    )
+    # What a CacheDataset keeps: the steps before the first random one.
+    held = Compose(chain.transforms[:first_random])(study_item(row, manifest))
+    full = ct.CtTransforms(dot_enhancement=True).build(False, mask_key="label")(
+        study_item(row, manifest)
+    )
+    assert (held["image"].dtype, held["label"].dtype) == ct.CACHED_DTYPES
+    assert held["image"].dtype == torch.float16 and held["label"].dtype == torch.uint8
+    # Two bytes a channel and one for the mask, instead of four each.
+    voxels = full["label"].numel()
+    assert held["image"].nbytes + held["label"].nbytes == 5 * voxels
+    assert full["image"].nbytes + full["label"].nbytes == 12 * voxels
+    # The same values, rounded to half precision; the binary mask exactly.
+    image, rounded = full["image"].numpy(), held["image"].float().numpy()
+    np.testing.assert_allclose(rounded, image, rtol=2.0**-11, atol=2.0**-24)  # subnormals
+    np.testing.assert_array_equal(held["label"].numpy(), full["label"].numpy())
+    assert held["image"].meta["affine"].tolist() == full["image"].meta["affine"].tolist()
+    chain.set_random_state(seed=0)
+    for patch in chain(study_item(row, manifest)):
+        assert patch["image"].dtype == patch["label"].dtype == torch.float32
 
 
 def test_lesion_contrast_fades_the_nodule_of_each_patch_and_nothing_far_from_it(
