@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -260,13 +261,18 @@ def main() -> None:
     parser.add_argument("--modalities", nargs="*", default=[m.value for m in Modality])
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    served = {entry.modality for entry in load_registry(args.models).values()}
+    served = Counter(entry.modality for entry in load_registry(args.models).values())
     all_figures: list[SetFigures] = []
     for text in args.modalities:
         modality = Modality.parse(text)
         if modality not in served:
             print(f"{modality.value}: no model in {args.models}; skipped")
             continue
+        if served[modality] > 1:  # a study's findings would come from both, by name
+            parser.error(
+                f"{served[modality]} {modality.value} models in {args.models}: the figures "
+                "are per modality, so put each model in a folder of its own"
+            )
         held_out, shifted = STUDIES[modality]
         for kind, seed, studies in (
             ("held-out", HELD_OUT_SEED, held_out),
