@@ -30,10 +30,10 @@
 # (named mammo-densenet-pN). STOP_MARGIN (default 30) seconds before the end,
 # `timeout` stops the runs (calibration too, if still going: the weights are
 # written before it, and `medvision calibrate` can finish it elsewhere);
-# BENCH_BUNDLED=0 leaves the bundled models out of the speed benchmark. SMOKE=1 makes every number
-# tiny, to check the script on a CPU; SKIP_MAMMO=1 / SKIP_CT=1 leave one modality
-# out; SYNTH_WORKERS (default 14) processes generate the phantoms; TRAIN_WORKERS
-# (default 6) loader processes per run. AFTER_TRAINING (default 300) seconds are
+# BENCH_BUNDLED=0 leaves the bundled models out of the speed benchmark. SMOKE=1
+# makes every number tiny, to check the script on a CPU; SKIP_MAMMO=1 / SKIP_CT=1
+# leave one modality out; SYNTH_WORKERS (default 14) processes generate the
+# phantoms; TRAIN_WORKERS (default 6) loader processes per run. AFTER_TRAINING (default 300) seconds are
 # kept after the training epochs for calibration, writing and the benchmark, and
 # LOADING (default 150) seconds for caching the studies before the first epoch:
 # on 2026-11-27 on the H200 machine, two mammography runs at once were still
