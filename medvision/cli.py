@@ -216,6 +216,7 @@ def _train(args: argparse.Namespace) -> int:
             dice_per_patch=args.dice_per_patch,
             dot_enhancement=args.dot_enhancement,
             lesion_contrast=tuple(args.lesion_contrast) if args.lesion_contrast else None,
+            hard_negatives=args.hard_negatives,
             network=_read_network(args.network) if args.network else {},
         )
     except ValueError as error:
@@ -769,6 +770,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="ct: fade the nodules of half the training patches that hold one to a random "
         "share of their contrast in [LOW, HIGH], so faint nodules are seen as often as "
         "solid ones",
+    )
+    train.add_argument(
+        "--hard-negatives",
+        type=_positive_float,
+        metavar="SHARE",
+        help="ct: centre this share of the patches without a nodule on the train scans' mined "
+        "false positives (manifest from scripts/mine_ct_hard_negatives.py)",
     )
     train.add_argument(
         "--init-from",

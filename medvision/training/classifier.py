@@ -179,6 +179,11 @@ class TrainOptions:
         to a random share of its contrast in that range
         (:class:`medvision.transforms.ct.CtTransforms`), so faint nodules are seen
         as often as conspicuous ones.
+    hard_negatives
+        CT: the share of the training patches without a nodule centred on the train
+        scans' mined false positives (``scripts/mine_ct_hard_negatives.py`` writes
+        them as each scan's ``hard_negative`` mask and a manifest pointing at them;
+        :class:`medvision.transforms.ct.CtTransforms`).
     """
 
     modality: Modality
@@ -209,6 +214,7 @@ class TrainOptions:
     dice_per_patch: bool = False
     dot_enhancement: bool = False
     lesion_contrast: tuple[float, float] | None = None
+    hard_negatives: float | None = None
 
     def __post_init__(self) -> None:
         """Check the options (messages are shown to the user as they are)."""
@@ -257,6 +263,13 @@ class TrainOptions:
                 "it fades nodules in CT training patches",
                 is_share_range(self.lesion_contrast),
                 f"takes LOW HIGH with 0 <= LOW <= HIGH <= 1, got {self.lesion_contrast}",
+            )
+        if self.hard_negatives is not None:
+            self._check_ct_option(
+                "--hard-negatives",
+                "it centres CT training patches on mined false positives",
+                0.0 < self.hard_negatives <= 1.0,
+                f"must be in (0, 1], got {self.hard_negatives}",
             )
         if self.patch_size is not None:
             if self.modality != Modality.MAMMO:

@@ -38,6 +38,7 @@ import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -52,6 +53,7 @@ from tqdm.auto import tqdm
 from medvision.calibration.refit import (
     FindingCalibration,
 )
+from medvision.data.manifest import ManifestRow, resolve
 from medvision.evaluation.ct_detection import (
     CtDetectionEvaluation,
     dice_coefficient,
@@ -273,14 +275,43 @@ def train_epoch(
     return total / max(count, 1)
 
 
+def require_mask_arrays(rows: Sequence[ManifestRow], manifest: Path, names: Sequence[str]) -> None:
+    """Refuse train rows whose masks file lacks one of ``names`` (checked before loading).
+
+    Only the names of the arrays are read (``<SeriesInstanceUID>__<name>``), so a
+    manifest that was not mined is refused in seconds, not after minutes of caching.
+
+    Raises
+    ------
+    ValueError
+        Naming how many studies lack a mask, the first one, and how to make them.
+    """
+    if not names:
+        return
+    missing = []
+    for row in rows:
+        assert row.masks is not None  # require_masks ran first
+        with np.load(resolve(manifest, row.masks)) as npz:
+            suffixes = {name.rsplit("__", 1)[-1] for name in npz.files}
+        if any(name not in suffixes for name in names):
+            missing.append(row.study_instance_uid)
+    if missing:
+        raise ValueError(
+            f"--hard-negatives needs the mask {', '.join(names)} in every train study's masks "
+            f"file: {len(missing)} lack it (first {missing[0]}); make them with "
+            "scripts/mine_ct_hard_negatives.py and train on the manifest it writes"
+        )
+
+
 def segmenter_chain(options: TrainOptions, chain: CtTransforms | None = None) -> CtTransforms:
     """Return the CT chain a run trains with: ``chain``, else the default one.
 
     The default chain takes ``options.spacing_mm``, ``options.positive_fraction``
-    ``options.patch_symmetries``, ``options.dot_enhancement`` and
-    ``options.lesion_contrast`` when they are set (``medvision train --spacing``,
-    ``--positive-fraction``, ``--patch-symmetries``, ``--dot-enhancement``,
-    ``--lesion-contrast``), its own defaults otherwise.
+    ``options.patch_symmetries``, ``options.dot_enhancement``,
+    ``options.lesion_contrast`` and ``options.hard_negatives`` when they are set
+    (``medvision train --spacing``, ``--positive-fraction``, ``--patch-symmetries``,
+    ``--dot-enhancement``, ``--lesion-contrast``, ``--hard-negatives``), its own
+    defaults otherwise.
 
     Raises
     ------
@@ -298,6 +329,8 @@ def segmenter_chain(options: TrainOptions, chain: CtTransforms | None = None) ->
         changes["dot_enhancement"] = True
     if options.lesion_contrast is not None:
         changes["lesion_contrast"] = tuple(options.lesion_contrast)
+    if options.hard_negatives is not None:
+        changes["hard_negatives"] = options.hard_negatives
     if chain is None:
         return CtTransforms(**changes)
     for name, value in changes.items():
@@ -371,7 +404,9 @@ def train_ct_segmenter(
             + (" (with --dot-enhancement)" if chain.dot_enhancement else "")
         )
 
-    train_transforms = chain.build(True, mask_key=MASK_KEY, mask_names=findings)
+    train_names = chain.training_mask_names(findings)
+    require_mask_arrays(splits["train"], options.manifest, train_names[len(findings) :])
+    train_transforms = chain.build(True, mask_key=MASK_KEY, mask_names=train_names)
     train_transforms.set_random_state(seed=options.seed)
     train_set = CacheDataset(
         [study_item(row, options.manifest) for row in splits["train"]],

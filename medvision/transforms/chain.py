@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from enum import Enum, StrEnum
 from typing import Any, ClassVar, Protocol, Self
 
 import numpy as np
 import torch
+from monai.config.type_definitions import KeysCollection
 from monai.data.meta_tensor import MetaTensor
 from monai.transforms.compose import Compose
 from monai.transforms.croppad.dictionary import (
@@ -30,7 +31,7 @@ from monai.transforms.croppad.dictionary import (
 from monai.transforms.intensity.dictionary import RandScaleIntensityd, RandShiftIntensityd
 from monai.transforms.post.dictionary import Invertd
 from monai.transforms.spatial.dictionary import RandAffined, RandFlipd, RandRotate90d
-from monai.transforms.transform import Transform
+from monai.transforms.transform import MapTransform, Transform
 from monai.transforms.utility.dictionary import EnsureTyped
 from monai.transforms.utils import map_binary_to_indices
 from numpy.typing import NDArray
@@ -262,13 +263,52 @@ def lesion_balanced_indices(label: Any, foreground: Any) -> NDArray[np.int64]:
     )
 
 
+def with_hard_negatives(background: Any, hard: Any, share: float) -> NDArray[np.int64]:
+    """Return ``background`` (flat voxel indices) with ``hard`` ones taking ``share`` of it.
+
+    The hard-negative indices are repeated cyclically to ``share / (1 - share)`` times
+    the background's length and appended, so a voxel drawn uniformly from the result
+    is a hard negative with probability ``share`` (up to rounding), and any other
+    background voxel otherwise. With no hard negative, or a share of 0, the
+    background as it is; with a share of 1, the hard negatives alone.
+    """
+    plain = np.asarray(
+        background.detach().cpu() if isinstance(background, torch.Tensor) else background,
+        dtype=np.int64,
+    )
+    chosen = np.asarray(hard, dtype=np.int64)
+    if len(chosen) == 0 or share <= 0.0:
+        return plain
+    if share >= 1.0 or len(plain) == 0:
+        return chosen
+    repeats = max(1, round(len(plain) * share / (1.0 - share)))
+    return np.concatenate([plain, np.resize(chosen, repeats)])
+
+
 class RandCropByLesiond(RandCropByPosNegLabeld):
     """``RandCropByPosNegLabeld`` whose positive centres pick each lesion equally often.
 
     The positive centre is drawn from :func:`lesion_balanced_indices` instead of
-    from every mask voxel alike; the negative centres, the crop and the random
-    state are ``RandCropByPosNegLabeld``'s.
+    from every mask voxel alike (``balance_lesions``). With a
+    ``hard_negative_share``, the label has a second channel marking *hard
+    negatives* (places where a model made false positives); a share of the negative
+    centres is then drawn from its voxels (:func:`with_hard_negatives`), the rest as
+    ``RandCropByPosNegLabeld`` draws them from the first channel. The crop and the
+    random state are ``RandCropByPosNegLabeld``'s.
     """
+
+    def __init__(
+        self,
+        *args: Any,
+        balance_lesions: bool = True,
+        hard_negative_share: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        if not 0.0 <= hard_negative_share <= 1.0:
+            raise ValueError(f"hard_negative_share must be in [0, 1], got {hard_negative_share}")
+        self.balance_lesions = balance_lesions
+        self.hard_negative_share = hard_negative_share
 
     def randomize(
         self,
@@ -277,13 +317,36 @@ class RandCropByLesiond(RandCropByPosNegLabeld):
         bg_indices: Any = None,
         image: torch.Tensor | None = None,
     ) -> None:
-        """Compute the balanced foreground and the background indices, then draw centres."""
+        """Compute the lesion and background indices as configured, then draw centres."""
         if label is not None and fg_indices is None and bg_indices is None:
+            lesion = label[:1]
             fg_indices, bg_indices = map_binary_to_indices(
-                label, image, self.cropper.image_threshold
+                lesion, image, self.cropper.image_threshold
             )
-            fg_indices = lesion_balanced_indices(label, fg_indices)
+            if self.balance_lesions:
+                fg_indices = lesion_balanced_indices(lesion, fg_indices)
+            if self.hard_negative_share > 0.0 and label.shape[0] > 1:
+                hard = (label[1] > 0) & ~(label[0] > 0)
+                hard_indices = np.flatnonzero(np.asarray(hard.detach().cpu()).ravel())
+                bg_indices = with_hard_negatives(bg_indices, hard_indices, self.hard_negative_share)
         super().randomize(label, fg_indices, bg_indices, image)
+
+
+class FirstChannelsd(MapTransform):
+    """Keep the first ``count`` channels of each key (a helper channel dropped after use)."""
+
+    def __init__(self, keys: KeysCollection, count: int = 1) -> None:
+        super().__init__(keys)
+        if count < 1:
+            raise ValueError(f"count must be at least 1, got {count}")
+        self.count = count
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """Return the item with each key cut to its first channels."""
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = d[key][: self.count]
+        return d
 
 
 def lesion_patches(
@@ -294,6 +357,7 @@ def lesion_patches(
     foreground_threshold: float | None = None,
     balance_lesions: bool = False,
     cached_dtypes: tuple[torch.dtype, torch.dtype] | None = None,
+    hard_negative_share: float = 0.0,
 ) -> list[Transform]:
     """Return the steps that cut ``samples`` training patches, some around a lesion.
 
@@ -331,9 +395,23 @@ def lesion_patches(
         (with the dot channel) instead of 12, at a rounding of at most 2**-11 of a
         value in ``[0, 1]`` (under 1 HU of the 1,400 HU window; the phantoms' noise
         is 10-40 HU). ``None`` (default): kept as they are.
+    hard_negative_share
+        When above 0, the mask's second channel marks hard negatives (a model's false
+        positives in this image) and this share of the patches not cut around a
+        lesion is cut around one of its voxels (:class:`RandCropByLesiond`); the
+        channel is dropped once the patches are cut. An image without hard negatives
+        gives the plain negative patches.
     """
     region = positive_region(roi_size)
-    cropper = RandCropByLesiond if balance_lesions else RandCropByPosNegLabeld
+    options: dict[str, Any] = {}
+    if balance_lesions or hard_negative_share > 0.0:
+        cropper: type[RandCropByPosNegLabeld] = RandCropByLesiond
+        options = {"balance_lesions": balance_lesions, "hard_negative_share": hard_negative_share}
+    else:
+        cropper = RandCropByPosNegLabeld
+    dropped: list[Transform] = []
+    if hard_negative_share > 0.0:
+        dropped = [FirstChannelsd(keys[1], 1)]
     held: list[Transform] = []
     restored: list[Transform] = []
     if cached_dtypes is not None:
@@ -351,8 +429,10 @@ def lesion_patches(
             num_samples=samples,
             image_key=None if foreground_threshold is None else IMAGE_KEY,
             image_threshold=0.0 if foreground_threshold is None else foreground_threshold,
+            **options,
         ),
         RandSpatialCropd(keys, roi_size, random_size=False),
+        *dropped,
         *restored,
     ]
 

@@ -102,6 +102,9 @@ DOT_CEILING = 4.0
 ORIENTATION = "RAS"
 #: Masks of the phantoms' ground truth, in channel order.
 MASK_NAMES: tuple[str, ...] = ("nodule",)
+#: Training with hard negatives: the name of the mask of a scan's mined false
+#: positives (``scripts/mine_ct_hard_negatives.py``), loaded as an extra mask channel.
+HARD_NEGATIVE_MASK = "hard_negative"
 #: Training: patches without a nodule are centred on voxels above this HU (denser than
 #: aerated lung, about -860 HU in the phantoms). Measured on a segmenter trained with
 #: patches centred anywhere, its largest false positives lay at the hila and the
@@ -165,6 +168,12 @@ class CtTransforms(TransformChain):
         patches without a nodule are then centred where either channel is above its
         threshold (MONAI's rule): the filter adds blob-like spots of aerated lung, about
         0.1 % of a scan's voxels (one ``tune`` scan), to the dense tissue.
+    hard_negatives
+        Training with a mask: the share of the patches without a nodule centred on a
+        voxel of the scan's mined false positives, the mask :data:`HARD_NEGATIVE_MASK`
+        (``scripts/mine_ct_hard_negatives.py``), loaded as a second mask channel
+        (:meth:`training_mask_names`) and dropped once the patches are cut; a scan
+        whose mask is empty gives the plain negative patches. 0 (default): none.
     lesion_contrast
         Training with a mask: ``(low, high)``; with probability
         ``augment_probability`` a patch holding nodule voxels has its nodules faded
@@ -190,6 +199,11 @@ class CtTransforms(TransformChain):
     patch_symmetries: bool = False
     dot_enhancement: bool = False
     lesion_contrast: tuple[float, float] | None = None
+    hard_negatives: float = 0.0
+
+    def training_mask_names(self, findings: Sequence[str]) -> tuple[str, ...]:
+        """Return the masks a training item loads: ``findings``, then the hard negatives'."""
+        return (*findings, HARD_NEGATIVE_MASK) if self.hard_negatives > 0.0 else tuple(findings)
 
     @property
     def channels(self) -> int:
@@ -204,6 +218,8 @@ class CtTransforms(TransformChain):
         check_positive("samples_per_volume", [self.samples_per_volume])
         if not 0.0 <= self.positive_fraction <= 1.0:
             raise ValueError(f"positive_fraction must be in [0, 1], got {self.positive_fraction}")
+        if not 0.0 <= self.hard_negatives <= 1.0:
+            raise ValueError(f"hard_negatives must be in [0, 1], got {self.hard_negatives}")
         if self.lesion_contrast is not None and not is_share_range(self.lesion_contrast):
             raise ValueError(
                 f"lesion_contrast must be (low, high) with 0 <= low <= high <= 1, "
@@ -237,6 +253,7 @@ class CtTransforms(TransformChain):
                 else (self.negative_min_hu - low) / (high - low),
                 balance_lesions=self.balance_lesions,
                 cached_dtypes=CACHED_DTYPES,
+                hard_negative_share=self.hard_negatives,
             )
         else:
             steps += [

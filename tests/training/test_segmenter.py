@@ -7,6 +7,7 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,6 +17,7 @@ from medvision.models.networks import build_network
 from medvision.models.registry import Task, load_model, load_registry
 from medvision.synth.generator import SynthConfig, generate
 from medvision.training.classifier import LossKind, TrainOptions
+from medvision.training.hard_negatives import mine_hard_negatives
 from medvision.training.segmenter import (
     SegmenterEpochRecord,
     SegmenterTrainingResult,
@@ -195,6 +197,11 @@ def test_the_training_chain_takes_the_spacing_and_positive_fraction_options(tmp_
     assert segmenter_chain(fading) == CtTransforms(lesion_contrast=(0.4, 1.0))
     with pytest.raises(ValueError, match=r"lesion_contrast \(0.4, 1.0\) differs from the given"):
         segmenter_chain(fading, TINY_CHAIN)
+    mined = replace(options, hard_negatives=0.5)
+    assert segmenter_chain(mined) == CtTransforms(hard_negatives=0.5)
+    assert segmenter_chain(mined).describe()["parameters"]["hard_negatives"] == 0.5
+    assert segmenter_chain(mined).training_mask_names(["nodule"]) == ("nodule", "hard_negative")
+    assert CtTransforms().training_mask_names(["nodule"]) == ("nodule",)
 
 
 @pytest.mark.parametrize("symmetries", [False, True])
@@ -230,6 +237,95 @@ def test_options_refuse_a_spacing_or_positive_fraction_outside_ct_or_range(tmp_p
         with pytest.raises(ValueError, match="--lesion-contrast takes LOW HIGH with 0 <= LOW"):
             TrainOptions(Modality.CT, tmp_path, tmp_path, lesion_contrast=interval)  # type: ignore[arg-type]
     assert TrainOptions(Modality.CT, tmp_path, tmp_path, lesion_contrast=(0.5, 0.5)).lesion_contrast
+    with pytest.raises(ValueError, match="--hard-negatives applies to CT; it centres CT"):
+        TrainOptions(Modality.MAMMO, tmp_path, tmp_path, hard_negatives=0.5)
+    for share in (0.0, 1.5):
+        with pytest.raises(ValueError, match=r"--hard-negatives must be in \(0, 1\]"):
+            TrainOptions(Modality.CT, tmp_path, tmp_path, hard_negatives=share)
+    with pytest.raises(ValueError, match=r"hard_negatives must be in \[0, 1\]"):
+        CtTransforms(hard_negatives=2.0)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5])
+def test_hard_negatives_are_a_second_mask_channel_dropped_once_the_patch_is_cut(
+    share: float,
+) -> None:
+    names = [
+        type(step).__name__
+        for step in CtTransforms(hard_negatives=share, patch_symmetries=True).steps(
+            True, ["image", "mask"], ["bilinear", "nearest"]
+        )
+    ]
+    if share:
+        cut = names.index("RandSpatialCropd")
+        assert names[cut + 1] == "FirstChannelsd"
+        assert names.index("RandFlipd") > cut + 1
+    else:
+        assert "FirstChannelsd" not in names
+
+
+def test_hard_negative_training_refuses_a_manifest_that_was_not_mined(
+    manifest: Path, tmp_path: Path
+) -> None:
+    options = TrainOptions(
+        Modality.CT, manifest, tmp_path, network=TINY_NETWORK, hard_negatives=0.5
+    )
+    expected = (
+        r"--hard-negatives needs the mask hard_negative in every train study's masks file: "
+        r"2 lack it .*scripts/mine_ct_hard_negatives\.py"
+    )
+    with pytest.raises(ValueError, match=expected):
+        train_ct_segmenter(options, progress=False, chain=replace(TINY_CHAIN, hard_negatives=0.5))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_mined_false_positives_become_hard_negative_patches(
+    run: Run, manifest: Path, tmp_path: Path
+) -> None:
+    out, result = run
+    mined = mine_hard_negatives(out / "ct-unet.json", manifest, tmp_path / "mined", progress=False)
+    rows = read_manifest(tmp_path / "mined" / "manifest.csv")
+    before = {row.study_instance_uid: row for row in read_manifest(manifest)}
+    train = [row for row in rows if row.split == "train"]
+    assert [study.study_instance_uid for study in mined] == [r.study_instance_uid for r in train]
+    for row in rows:
+        assert row.masks is not None
+        old = before[row.study_instance_uid].masks
+        assert old is not None
+        if row.split != "train":
+            assert row.masks.resolve() == (manifest.parent / old).resolve()
+            continue
+        assert row.masks.parent == (tmp_path / "mined" / "masks").resolve()
+        with np.load(row.masks) as npz, np.load(manifest.parent / old) as source:
+            assert set(npz.files) == set(source.files) | {
+                name.replace("__nodule", "__hard_negative") for name in source.files
+            }
+            for name in source.files:
+                np.testing.assert_array_equal(npz[name], source[name])
+                hard = npz[name.replace("__nodule", "__hard_negative")]
+                assert hard.shape == source[name].shape and hard.dtype == np.uint8
+                assert not (hard.astype(bool) & source[name].astype(bool)).any()
+                marked = next(s for s in mined if s.study_instance_uid == row.study_instance_uid)
+                assert int(hard.sum()) == marked.marked_voxels
+    # The mined manifest trains with hard-negative patches; the chain records the share.
+    options = TrainOptions(
+        Modality.CT,
+        tmp_path / "mined" / "manifest.csv",
+        tmp_path / "model",
+        epochs=1,
+        batch_size=2,
+        device="cpu",
+        max_studies=2,
+        network=TINY_NETWORK,
+        hard_negatives=0.5,
+        init_from=out / "ct-unet.json",
+    )
+    trained = train_ct_segmenter(
+        options, progress=False, chain=replace(TINY_CHAIN, hard_negatives=0.5)
+    )
+    assert trained.entry.transforms["parameters"]["hard_negatives"] == 0.5
+    assert result.entry.transforms["parameters"]["hard_negatives"] == 0.0
 
 
 def test_training_refuses_a_modality_other_than_ct(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 import itertools
 import json
+from collections.abc import Hashable
 
 import numpy as np
 import pytest
@@ -16,9 +17,11 @@ from medvision.transforms import (
     to_original_grid,
 )
 from medvision.transforms.chain import (
+    FirstChannelsd,
     RandCropByLesiond,
     lesion_balanced_indices,
     patch_symmetries,
+    with_hard_negatives,
 )
 from medvision.transforms.ct import CtTransforms, CtWindow
 from medvision.transforms.cxr import CxrTransforms
@@ -178,6 +181,60 @@ def _small_lesion_crops(cropper: type[RandCropByPosNegLabeld]) -> int:
     crops = transform({"image": torch.as_tensor(mask), "mask": torch.as_tensor(mask)})
     # A crop around the large square holds at least 9 of its voxels.
     return sum(int(crop["mask"].sum()) == 1 for crop in crops)
+
+
+def test_hard_negatives_take_their_share_of_the_background() -> None:
+    background, hard = np.arange(300), np.array([1000, 1001])
+    mixed = with_hard_negatives(background, hard, 0.25)
+    assert len(mixed) == 400  # 300 plain and 100 hard: a quarter
+    assert np.isin(mixed, hard).sum() == 100
+    assert np.sum(mixed == 1000) == np.sum(mixed == 1001) == 50
+    assert mixed[:300].tolist() == background.tolist()
+    assert with_hard_negatives(background, hard, 0.0).tolist() == background.tolist()
+    assert with_hard_negatives(background, np.array([], dtype=int), 0.5).tolist() == (
+        background.tolist()
+    )
+    assert with_hard_negatives(background, hard, 1.0).tolist() == hard.tolist()
+    assert with_hard_negatives(torch.arange(3), hard, 0.5).tolist() == [0, 1, 2, 1000, 1001, 1000]
+
+
+def _hard_negative_crops(share: float) -> list[dict[Hashable, torch.Tensor]]:
+    """200 crops without a lesion of an image whose second mask channel marks one spot."""
+    lesion = _two_lesions()
+    hard = np.zeros_like(lesion)
+    hard[0, 35, 4] = 1.0  # a hard negative far from both lesions
+    hard[0, 25, 25] = 1.0  # marked on a lesion too: never a negative centre
+    mask = torch.as_tensor(np.concatenate([lesion, hard]))
+    transform = RandCropByLesiond(
+        ["image", "mask"],
+        label_key="mask",
+        spatial_size=(5, 5),
+        pos=0.0,
+        neg=1.0,
+        num_samples=200,
+        hard_negative_share=share,
+    )
+    transform.set_random_state(seed=0)
+    return transform({"image": torch.ones(1, 40, 40), "mask": mask})
+
+
+@pytest.mark.parametrize(("share", "low", "high"), [(0.0, 0, 5), (0.5, 80, 120), (1.0, 200, 200)])
+def test_hard_negative_crops_are_centred_on_the_marked_voxels_by_their_share(
+    share: float, low: int, high: int
+) -> None:
+    crops = _hard_negative_crops(share)
+    # A 5 x 5 crop centred on the spot holds it; one centred elsewhere rarely does.
+    holding = sum(bool(crop["mask"][1, 2, 2] > 0) for crop in crops)
+    assert low <= holding <= high
+    assert all(float(crop["mask"][0, 2, 2]) == 0.0 for crop in crops)  # no lesion centre
+
+
+def test_the_helper_channel_is_dropped_and_the_rest_kept() -> None:
+    mask = torch.arange(3 * 4 * 4, dtype=torch.float32).reshape(3, 4, 4)
+    item = FirstChannelsd("mask", 1)({"mask": mask, "image": mask})
+    assert torch.equal(item["mask"], mask[:1]) and torch.equal(item["image"], mask)
+    with pytest.raises(ValueError, match="count must be at least 1"):
+        FirstChannelsd("mask", 0)
 
 
 def test_lesion_balanced_crops_find_the_small_lesion_as_often_as_the_large_one() -> None:
