@@ -7,7 +7,9 @@ false positive. Their voxels, grown by one voxel (so that a component of two vox
 survives the way back), are mapped to the DICOM grid and written
 as the mask ``<SeriesInstanceUID>__hard_negative``, less any nodule voxel,
 (:data:`~medvision.transforms.ct.HARD_NEGATIVE_MASK`) beside the study's own masks,
-in a copy of its masks file under ``OUT/masks/``. ``OUT/manifest.csv`` is the input
+in a copy of its masks file under ``OUT/masks/``; where that file has such a mask
+already (a manifest written here, mined again with a newer model), the new places are
+added to it, so that rounds of mining accumulate. ``OUT/manifest.csv`` is the input
 manifest (paths made absolute) with those studies' ``masks`` pointing at the copies,
 so that ``medvision train --hard-negatives SHARE`` centres a share of its nodule-free
 patches on these places (:class:`~medvision.transforms.ct.CtTransforms`). A study
@@ -128,7 +130,10 @@ def mine_hard_negatives(
         series = str(image.meta["series_instance_uid"])
         for finding in entry.findings:  # the way back may reach a nodule voxel: never mark it
             mask[np.asarray(arrays[f"{series}__{finding}"]) > 0] = 0
-        arrays[f"{series}__{HARD_NEGATIVE_MASK}"] = mask
+        name = f"{series}__{HARD_NEGATIVE_MASK}"
+        if name in arrays:  # mined before (a manifest this function wrote): add to those places
+            mask = np.maximum(mask, np.asarray(arrays[name], dtype=np.uint8))
+        arrays[name] = mask
         target = (out / "masks" / f"{row.study_instance_uid}.npz").resolve()
         np.savez_compressed(target, **arrays)
         replaced[row.study_instance_uid] = target

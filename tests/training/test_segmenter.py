@@ -308,6 +308,32 @@ def test_mined_false_positives_become_hard_negative_patches(
                 assert not (hard.astype(bool) & source[name].astype(bool)).any()
                 marked = next(s for s in mined if s.study_instance_uid == row.study_instance_uid)
                 assert int(hard.sum()) == marked.marked_voxels
+    # Mining the mined manifest again keeps every place marked before: mark one more
+    # voxel (a corner, far from any nodule) in the first study, as an earlier round might.
+    first_mined = next(row for row in rows if row.split == "train").masks
+    assert first_mined is not None
+    with np.load(first_mined) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    hard_name = next(name for name in arrays if name.endswith("__hard_negative"))
+    assert arrays[hard_name][0, 0, 0] == 0
+    arrays[hard_name][0, 0, 0] = 1
+    np.savez_compressed(first_mined, **arrays)
+    again = mine_hard_negatives(
+        out / "ct-unet.json",
+        tmp_path / "mined" / "manifest.csv",
+        tmp_path / "again",
+        progress=False,
+    )
+    assert [s.marked_voxels for s in again] == [
+        s.marked_voxels + (index == 0) for index, s in enumerate(mined)
+    ]
+    for row in read_manifest(tmp_path / "again" / "manifest.csv"):
+        if row.split == "train":
+            assert row.masks is not None and row.masks.parent == (tmp_path / "again" / "masks")
+            first = tmp_path / "mined" / "masks" / row.masks.name
+            with np.load(row.masks) as npz, np.load(first) as earlier:
+                for name in earlier.files:
+                    np.testing.assert_array_equal(npz[name], earlier[name])
     # The mined manifest trains with hard-negative patches; the chain records the share.
     options = TrainOptions(
         Modality.CT,
