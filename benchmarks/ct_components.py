@@ -61,17 +61,14 @@ from medvision.evaluation.ct_detection import (
 )
 from medvision.inference.ct import (
     CONNECTIVITY,
-    ct_chain,
+    SegmenterOnCpu,
     equivalent_diameter_mm,
     find_nodules,
     nodule_region,
     predict_logit_map,
-    window_size,
 )
 from medvision.inference.scoring import Location
-from medvision.models.registry import load_model, read_entry
-from medvision.training.loop import place_network
-from medvision.transforms.ct import WINDOWS_HU, sliding_window_inferer
+from medvision.transforms.ct import WINDOWS_HU
 from medvision.transforms.intensity import lesion_surroundings
 from medvision.transforms.loading import IMAGE_KEY, MASK_KEY, study_item
 
@@ -155,13 +152,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
-    entry = read_entry(args.model)
-    network = place_network(
-        load_model(entry, args.model.parent).float().eval(), torch.device("cpu")
-    )
-    chain = ct_chain(entry)
-    transforms = chain.build(False, mask_key=MASK_KEY, mask_names=entry.findings)
-    inferer = sliding_window_inferer(window_size(entry))
+    segmenter = SegmenterOnCpu.load(args.model)
+    network, chain = segmenter.network, segmenter.chain
+    transforms, inferer = segmenter.transforms, segmenter.inferer
     low, high = WINDOWS_HU[chain.window]
     rows = [row for row in read_manifest(args.manifest) if row.split in args.split]
     rows = rows[: args.studies] if args.studies else rows

@@ -33,6 +33,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -55,12 +56,12 @@ from medvision.inference.scoring import (
     register_scorer,
 )
 from medvision.modality import Modality
-from medvision.models.registry import ModelEntry, Task
+from medvision.models.registry import ModelEntry, Task, load_model, read_entry
 from medvision.training.loop import autocast, place_network
 from medvision.transforms import chain_from_description
 from medvision.transforms.chain import MapKind, to_original_grid
 from medvision.transforms.ct import WINDOWS_HU, CtTransforms, CtWindow, sliding_window_inferer
-from medvision.transforms.loading import IMAGE_KEY, LPS_TO_RAS, UID_KEY
+from medvision.transforms.loading import IMAGE_KEY, LPS_TO_RAS, MASK_KEY, UID_KEY
 
 #: A voxel is nodule when its probability is at least this.
 PROBABILITY_THRESHOLD = 0.5
@@ -393,6 +394,41 @@ class CtSegmenterScorer:
             region = nodule_region(item[IMAGE_KEY], window)
             scores.append(study_score_from_logits(logits, item, transforms, entry.findings, region))
         return scores
+
+
+@dataclass(frozen=True)
+class SegmenterOnCpu:
+    """A CT segmenter loaded for offline analysis of a manifest's studies on the CPU.
+
+    Attributes
+    ----------
+    entry
+        The registry entry (its weights' hash verified at load).
+    network
+        The network, float32, in eval mode on the CPU.
+    chain
+        The entry's CT chain.
+    transforms
+        That chain in evaluation mode, loading the ground-truth masks of the
+        entry's findings under :data:`~medvision.transforms.loading.MASK_KEY`.
+    inferer
+        The sliding-window inferer of the entry's patch size.
+    """
+
+    entry: ModelEntry
+    network: nn.Module
+    chain: CtTransforms
+    transforms: Compose
+    inferer: SlidingWindowInferer
+
+    @classmethod
+    def load(cls, model: Path) -> SegmenterOnCpu:
+        """Load the registry entry ``model`` (``.json``) and what analysing with it needs."""
+        entry = read_entry(model)
+        network = place_network(load_model(entry, model.parent).float().eval(), torch.device("cpu"))
+        chain = ct_chain(entry)
+        transforms = chain.build(False, mask_key=MASK_KEY, mask_names=entry.findings)
+        return cls(entry, network, chain, transforms, sliding_window_inferer(window_size(entry)))
 
 
 def predict_logit_map(

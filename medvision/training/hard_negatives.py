@@ -30,17 +30,14 @@ from tqdm.auto import tqdm
 
 from medvision.data.manifest import read_manifest, with_absolute_paths, write_manifest
 from medvision.inference.ct import (
-    ct_chain,
+    SegmenterOnCpu,
     find_nodules,
     in_instance_order,
     nodule_region,
     predict_logit_map,
-    window_size,
 )
-from medvision.models.registry import load_model, read_entry
-from medvision.training.loop import place_network
 from medvision.transforms.chain import MapKind, to_original_grid
-from medvision.transforms.ct import HARD_NEGATIVE_MASK, sliding_window_inferer
+from medvision.transforms.ct import HARD_NEGATIVE_MASK
 from medvision.transforms.loading import IMAGE_KEY, MASK_KEY, study_item
 
 
@@ -98,11 +95,9 @@ def mine_hard_negatives(
     ValueError
         If no study is chosen, or a chosen one has no masks file.
     """
-    entry = read_entry(model)
-    network = place_network(load_model(entry, model.parent).float().eval(), torch.device("cpu"))
-    chain = ct_chain(entry)
-    transforms = chain.build(False, mask_key=MASK_KEY, mask_names=entry.findings)
-    inferer = sliding_window_inferer(window_size(entry))
+    segmenter = SegmenterOnCpu.load(model)
+    entry, network, chain = segmenter.entry, segmenter.network, segmenter.chain
+    transforms, inferer = segmenter.transforms, segmenter.inferer
     rows = [with_absolute_paths(row, manifest) for row in read_manifest(manifest)]
     chosen = [row for row in rows if row.split in splits][:studies]
     if not chosen:
