@@ -40,6 +40,7 @@ from medvision.data.manifest import ManifestRow
 from medvision.evaluation.classification import discrimination
 from medvision.evaluation.ct_detection import (
     ScanDetections,
+    detected_by_type,
     evaluate_ct_detection,
     scan_detections,
 )
@@ -185,6 +186,9 @@ def _ct_figures(
         figures.extra[f"detected_all_kept_{device}"] = (
             f"{per_device.detected} of {per_device.nodules}"
         )
+    # And per nodule type (solid, part-solid, ground-glass), as the annotations give it.
+    for kind, (hits, total) in detected_by_type(scans).items():
+        figures.extra[f"detected_all_kept_{kind}"] = f"{hits} of {total}"
 
 
 def evaluate_set(

@@ -155,10 +155,15 @@ def match_nodules(
 
 @dataclass(frozen=True)
 class TruthNodule:
-    """A ground-truth nodule: centre (patient LPS mm) and diameter (mm)."""
+    """A ground-truth nodule: centre (patient LPS mm), diameter (mm) and, where known, type.
+
+    ``nodule_type`` is the attenuation type of the annotations (``solid``,
+    ``part_solid``, ``ground_glass``), ``None`` when they do not say.
+    """
 
     centre_mm: tuple[float, float, float]
     diameter_mm: float
+    nodule_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -349,6 +354,30 @@ def sensitivity_at_false_positives(
     )
 
 
+def detected_by_type(
+    scans: Sequence[ScanDetections], min_diameter_mm: float = MIN_DIAMETER_MM
+) -> dict[str, tuple[int, int]]:
+    """Return, per nodule type, how many counted nodules a prediction hits and how many there are.
+
+    Counted and hit as in :func:`scan_outcomes` (any score); a nodule of no known
+    type counts under ``"unknown"``. Types appear in alphabetical order.
+
+    Raises
+    ------
+    ValueError
+        If a predicted nodule has no score.
+    """
+    tally: dict[str, tuple[int, int]] = {}
+    for scan in scans:
+        detected, _ = scan_outcomes(scan, min_diameter_mm)
+        counted = [n for n in scan.truth if n.diameter_mm >= min_diameter_mm]
+        for nodule, best in zip(counted, detected, strict=True):
+            kind = nodule.nodule_type or "unknown"
+            hits, total = tally.get(kind, (0, 0))
+            tally[kind] = (hits + int(best > -math.inf), total + 1)
+    return dict(sorted(tally.items()))
+
+
 def evaluate_ct_detection(
     scans: Sequence[ScanDetections],
     *,
@@ -430,6 +459,7 @@ def _annotations(row: ManifestRow, manifest: Path) -> tuple[str, list[TruthNodul
                     float(n["centre_mm_xyz"][2]),
                 ),
                 diameter_mm=float(n["diameter_mm"]),
+                nodule_type=str(n["type"]) if n.get("type") is not None else None,
             )
             for n in document["nodules"]
         ]
@@ -448,7 +478,7 @@ def load_ground_truth(
 
     The annotations JSON (``ManifestRow.annotations``) gives the series
     (``series.series_instance_uid``) and per nodule ``centre_mm_xyz`` (LPS mm) and
-    ``diameter_mm``; the masks NPZ (``ManifestRow.masks``) holds
+    ``diameter_mm`` (and ``type``, where given); the masks NPZ (``ManifestRow.masks``) holds
     ``<SeriesInstanceUID>__<finding>`` as ``(slices, rows, columns)`` in
     InstanceNumber order (the format of :mod:`medvision.synth`).
 

@@ -14,6 +14,7 @@ from medvision.evaluation.ct_detection import (
     FrocPoint,
     ScanDetections,
     TruthNodule,
+    detected_by_type,
     dice_coefficient,
     evaluate_ct_detection,
     froc_points,
@@ -185,6 +186,27 @@ def test_evaluation_without_nodules_of_6_mm_has_no_sensitivity() -> None:
     assert math.isnan(result.mean_dice)
 
 
+def test_detection_by_type_counts_the_counted_nodules_hit_by_any_prediction() -> None:
+    typed = [
+        ScanDetections(
+            scan.study_instance_uid,
+            scan.predicted,
+            [
+                TruthNodule(n.centre_mm, n.diameter_mm, "solid" if n.diameter_mm == 10.0 else None)
+                for n in scan.truth
+            ],
+            scan.predicted_mask,
+            scan.truth_mask,
+        )
+        for scan in _scans()
+    ]
+    # The 10 mm nodule (solid) is hit; the 8 mm one (no type) is hit; the 4 mm one is not counted.
+    assert detected_by_type(typed) == {"solid": (1, 1), "unknown": (1, 1)}
+    missed = [ScanDetections("D", [_found(40.0, 0.9)], [_truth(0.0, 9.0)], EMPTY, EMPTY)]
+    assert detected_by_type(missed) == {"unknown": (0, 1)}
+    assert detected_by_type(typed, min_diameter_mm=3.0) == {"solid": (1, 1), "unknown": (2, 2)}
+
+
 def test_evaluation_refuses_no_scans_and_unscored_predictions() -> None:
     with pytest.raises(ValueError, match="no scan to evaluate"):
         evaluate_ct_detection([])
@@ -196,7 +218,10 @@ def test_evaluation_refuses_no_scans_and_unscored_predictions() -> None:
 def _ground_truth_files(folder: Path) -> ManifestRow:
     annotations = {
         "series": {"series_instance_uid": "1.2.9"},
-        "nodules": [{"centre_mm_xyz": [1.5, -2.0, -40.0], "diameter_mm": 7.5}],
+        "nodules": [
+            {"centre_mm_xyz": [1.5, -2.0, -40.0], "diameter_mm": 7.5},
+            {"centre_mm_xyz": [9.0, 9.0, -40.0], "diameter_mm": 4.0, "type": "ground_glass"},
+        ],
     }
     (folder / "a.json").write_text(json.dumps(annotations), encoding="utf-8")
     mask = np.zeros((2, 2, 3), dtype=np.uint8)
@@ -214,7 +239,10 @@ def _ground_truth_files(folder: Path) -> ManifestRow:
 def test_ground_truth_comes_from_the_annotations_and_the_series_mask(tmp_path: Path) -> None:
     row = _ground_truth_files(tmp_path)
     truth, mask = load_ground_truth(row, tmp_path / "manifest.csv")
-    assert truth == [TruthNodule(centre_mm=(1.5, -2.0, -40.0), diameter_mm=7.5)]
+    assert truth == [
+        TruthNodule(centre_mm=(1.5, -2.0, -40.0), diameter_mm=7.5),
+        TruthNodule(centre_mm=(9.0, 9.0, -40.0), diameter_mm=4.0, nodule_type="ground_glass"),
+    ]
     assert mask.dtype == np.uint8 and mask.shape == (2, 2, 3) and int(mask.sum()) == 1
     score = StudyScore("1.2.8", {"nodule": 0.0}, {"nodule": []}, {"nodule": mask})
     scan = scan_detections(score, row, tmp_path / "manifest.csv")
