@@ -14,7 +14,9 @@ at the periphery - the realistic distractor for nodules.
 A positive study holds one to three nodules of 4-30 mm, most below 12 mm so that
 all the Fleischner Society size categories (below 6, 6-8 and above 8 mm; MacMahon
 et al. 2017) are well represented; solid, part-solid or ground-glass; spherical to
-lobulated; with partial-volume edges and wholly inside a lung. Nodule contrast
+lobulated; with partial-volume edges and wholly inside a lung, never mostly inside
+a vessel (a solid nodule there reads as the vessel's blood and could not be seen,
+so it could not be in a reference standard drawn by readers). Nodule contrast
 scales with ``spec.lesion_contrast``. The device then blurs the volume, adds
 correlated noise in HU and stores unsigned 12-bit values with a rescale intercept
 of -1024 (CT Image, PS3.3 C.8.2.1).
@@ -57,6 +59,12 @@ COVERAGE_MM = 160.0
 RESCALE_INTERCEPT = -1024
 #: Nodule diameters are drawn in this range (millimetres).
 NODULE_DIAMETER_MM = (4.0, 30.0)
+#: Before a nodule is painted, at most this share of its sphere may already read
+#: above :data:`VESSEL_HU` (vessels); a juxtavascular nodule touches a vessel, one
+#: placed mostly inside it is invisible, and another place is drawn.
+MAX_VESSEL_SHARE = 0.5
+#: Voxels above this (HU) count as vessel, not aerated lung, for :data:`MAX_VESSEL_SHARE`.
+VESSEL_HU = -500.0
 
 # Tissue attenuation in HU (unenhanced CT).
 AIR = -1000.0
@@ -710,7 +718,9 @@ def _draw_nodules(
                 > reach + n["diameter_mm"] / 2.0 + 5.0
                 for n in found
             )
-            if clear and lung[box][ball].all():
+            sphere = distance <= radius
+            hidden = float(np.mean(canvas.hu[box][sphere] > VESSEL_HU)) if sphere.any() else 0.0
+            if clear and lung[box][ball].all() and hidden <= MAX_VESSEL_SHARE:
                 break
         else:
             continue

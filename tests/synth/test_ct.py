@@ -140,16 +140,36 @@ def test_nodule_annotations_match_the_mask_and_the_manifest_column(
 
 
 def test_a_nodule_that_fills_no_voxel_by_half_still_gets_a_mask(tmp_path: Path) -> None:
-    # Study 21 of this set drew a nodule near 4 mm between the voxels of 3 mm slices;
-    # it used to stop the whole synth run with an assertion.
+    # Study 33 of this set draws a nodule near 4 mm between the voxels of 3 mm slices
+    # (study 21 did until nodules inside vessels were refused); such a nodule used to
+    # stop the whole synth run with an assertion.
     config = SynthConfig(
         (Modality.CT,), 300, 1104, tmp_path, sites=SITES[:3], prevalence={"nodule": 1.0}
     )
-    volume = ct.render_volume(make_spec(config, Modality.CT, 21))
+    volume = ct.render_volume(make_spec(config, Modality.CT, 33))
     labelled, count = ndimage.label(volume.nodule)
     assert count == len(volume.nodules) >= 1
     assert min(int((labelled == i).sum()) for i in range(1, count + 1)) == 1
     assert not np.any(volume.nodule.astype(bool) & ~volume.lung)
+
+
+def _vessel_shares(spec: StudySpec) -> list[float]:
+    """Per nodule, the share of its mask that reads above ``ct.VESSEL_HU`` without the nodule."""
+    volume = ct.render_volume(spec)
+    bare = ct.render_volume(dataclasses.replace(spec, difficulty=1e9))  # nodules not painted
+    labelled, count = ndimage.label(volume.nodule)
+    return [float(np.mean(bare.hu[labelled == i] > ct.VESSEL_HU)) for i in range(1, count + 1)]
+
+
+def test_no_nodule_is_placed_mostly_inside_a_vessel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Study 9 of this set used to get a 5.9 mm part-solid nodule wholly inside a
+    # vessel, where it read as blood and no reader could have seen it.
+    spec = _spec(tmp_path, 9, prevalence={"nodule": 1.0})
+    assert max(_vessel_shares(spec)) <= ct.MAX_VESSEL_SHARE
+    monkeypatch.setattr(ct, "MAX_VESSEL_SHARE", 1.0)  # the rule off: the hidden nodule is back
+    assert max(_vessel_shares(spec)) == 1.0
 
 
 def test_negative_study_has_no_nodule(tmp_path: Path) -> None:
