@@ -14,7 +14,8 @@ registered threshold with Wilson 95 % intervals, and whether the target
 sensitivity (0.90) lies inside that interval. Mammography adds the per-breast
 AUROC (left and right breasts pooled as cases); CT adds nodule detection
 (sensitivity for nodules of 6 mm or more at no more than 1 false positive per
-scan), Dice, and per device how many of those nodules any kept component hits.
+scan), Dice, and per device and per nodule type (solid, part-solid, ground-glass)
+how many of those nodules any kept component hits.
 
 Usage::
 
