@@ -107,6 +107,9 @@ def _synth(args: argparse.Namespace) -> int:
             device_named(model)
         except ValueError as error:
             raise UsageError(str(error)) from None
+    nodule_types = _assignments(args.nodule_types or [], "--nodule-types", None)
+    if nodule_types and Modality.CT not in modalities:
+        raise UsageError("--nodule-types applies to CT phantoms only")
     try:
         config = SynthConfig(
             modalities=modalities,
@@ -117,6 +120,7 @@ def _synth(args: argparse.Namespace) -> int:
             prevalence=prevalence,
             difficulty=args.difficulty,
             device_conspicuity=conspicuity,
+            nodule_types=nodule_types,
             split=args.split,
             workers=args.workers,
         )
@@ -611,6 +615,13 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         metavar="MODEL=FACTOR",
         help="multiply lesion contrast on a device (below 1 is harder)",
+    )
+    synth.add_argument(
+        "--nodule-types",
+        nargs="+",
+        metavar="TYPE=WEIGHT",
+        help="CT: weights of solid, part_solid and ground_glass nodules (types not named: "
+        "none; default 0.7, 0.15, 0.15)",
     )
     synth.add_argument(
         "--split",

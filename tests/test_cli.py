@@ -30,6 +30,11 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
         (["--prevalence", "tumour=0.1"], "unknown finding(s) tumour"),
         (["--sites", "Nowhere General"], "unknown site 'Nowhere General'"),
         (["--device-conspicuity", "Nope 9=0.5"], "unknown device model 'Nope 9'"),
+        (["--nodule-types", "glassy=1"], "--nodule-types: unknown type(s) glassy"),
+        (["--nodule-types", "solid=0"], "weights must be 0 or more, and not all 0"),
+        (["--nodule-types", "solid=-1", "ground_glass=2"], "weights must be 0 or more"),
+        (["--nodule-types", "solid"], "--nodule-types: expected NAME=VALUE, got 'solid'"),
+        (["--modality", "cxr", "--nodule-types", "solid=1"], "applies to CT phantoms only"),
     ],
 )
 def test_bad_synth_arguments_give_one_line_and_exit_2(

@@ -59,6 +59,9 @@ COVERAGE_MM = 160.0
 RESCALE_INTERCEPT = -1024
 #: Nodule diameters are drawn in this range (millimetres).
 NODULE_DIAMETER_MM = (4.0, 30.0)
+#: Attenuation types of nodules and how often each is drawn (``medvision synth
+#: --nodule-types`` replaces the mix, e.g. to enrich a training set in ground-glass nodules).
+NODULE_TYPES: dict[str, float] = {"solid": 0.7, "part_solid": 0.15, "ground_glass": 0.15}
 #: Before a nodule is painted, at most this share of its sphere may already read
 #: above :data:`VESSEL_HU` (vessels); a juxtavascular nodule touches a vessel, one
 #: placed mostly inside it is invisible, and another place is drawn.
@@ -685,8 +688,15 @@ def _draw_nodules(
     canvas: _Canvas,
     rng: np.random.Generator,
     contrast: float,
+    types: dict[str, float] | None = None,
 ) -> tuple[NDArray[np.uint8], list[dict[str, Any]]]:
-    """Add one to three nodules inside the lungs; returns their mask and annotations."""
+    """Add one to three nodules inside the lungs; returns their mask and annotations.
+
+    ``types`` weighs the nodule types (:data:`NODULE_TYPES` when ``None``; types
+    not named are not drawn).
+    """
+    mix = NODULE_TYPES if types is None else {t: types.get(t, 0.0) for t in NODULE_TYPES}
+    weights = np.array(list(mix.values()), dtype=np.float64)
     lung = canvas.lung > 0.5
     mask = np.zeros(g.shape, dtype=np.uint8)
     found: list[dict[str, Any]] = []
@@ -695,7 +705,7 @@ def _draw_nodules(
     count = int(rng.choice([1, 2, 3], p=[0.6, 0.28, 0.12]))
     for _ in range(count):
         diameter = float(np.clip(np.exp(rng.normal(math.log(7.5), 0.5)), *NODULE_DIAMETER_MM))
-        kind = str(rng.choice(["solid", "part_solid", "ground_glass"], p=[0.7, 0.15, 0.15]))
+        kind = str(rng.choice(list(mix), p=weights if types is None else weights / weights.sum()))
         radius = diameter / 2.0
         reach = 1.2 * radius + 2.0
         half = np.ceil(reach / voxel).astype(int) + 1
@@ -802,7 +812,9 @@ def render_volume(spec: StudySpec) -> ChestVolume:
     findings = spec.rng("nodules")
     positive = findings.random() < spec.prevalence.get("nodule", 0.0)
     if positive:
-        nodule, nodules = _draw_nodules(g, canvas, findings, spec.lesion_contrast)
+        nodule, nodules = _draw_nodules(
+            g, canvas, findings, spec.lesion_contrast, spec.nodule_types
+        )
     else:
         nodule, nodules = np.zeros(g.shape, dtype=np.uint8), []
     hu = _acquire(spec, g, canvas.hu)

@@ -71,6 +71,10 @@ class SynthConfig:
         Lesion contrast is divided by this (1 is the default; 2 is twice as subtle).
     device_conspicuity
         Per device model, a multiplier on lesion contrast (below 1 is harder).
+    nodule_types
+        CT: weights of the nodule types (``solid``, ``part_solid``, ``ground_glass``)
+        replacing the generator's mix; types not named are not drawn. Empty: the mix
+        of :data:`medvision.synth.ct.NODULE_TYPES`.
     split
         When set, every study gets this split (e.g. ``"test"`` for a held-out set).
     workers
@@ -85,6 +89,7 @@ class SynthConfig:
     prevalence: dict[str, float] = field(default_factory=dict)
     difficulty: float = 1.0
     device_conspicuity: dict[str, float] = field(default_factory=dict)
+    nodule_types: dict[str, float] = field(default_factory=dict)
     split: str | None = None
     workers: int = 0
 
@@ -104,6 +109,17 @@ class SynthConfig:
         for model, factor in self.device_conspicuity.items():
             if factor <= 0:
                 raise ValueError(f"conspicuity of '{model}' must be positive, got {factor}")
+        if self.nodule_types:
+            from medvision.synth.ct import NODULE_TYPES
+
+            unknown = sorted(set(self.nodule_types) - set(NODULE_TYPES))
+            if unknown:
+                raise ValueError(
+                    f"--nodule-types: unknown type(s) {', '.join(unknown)} "
+                    f"(known: {', '.join(NODULE_TYPES)})"
+                )
+            if min(self.nodule_types.values()) < 0 or sum(self.nodule_types.values()) <= 0:
+                raise ValueError("--nodule-types: weights must be 0 or more, and not all 0")
         known_splits = {name for name, _ in SPLIT_FRACTIONS}
         if self.split is not None and self.split not in known_splits:
             raise ValueError(
@@ -187,6 +203,7 @@ def make_spec(config: SynthConfig, modality: Modality, index: int) -> StudySpec:
         acquired=acquired,
         prevalence=prevalence,
         difficulty=config.difficulty,
+        nodule_types=dict(config.nodule_types) or None,
     )
 
 

@@ -48,6 +48,8 @@ class StudySpec:
         Per finding, the probability that it is present in this study (site-adjusted).
     difficulty
         Global difficulty knob: lesion contrast is divided by it (1 is the default).
+    nodule_types
+        CT: weights of the nodule types drawn (``None``: the generator's mix).
     """
 
     index: int
@@ -60,6 +62,7 @@ class StudySpec:
     acquired: dt.datetime
     prevalence: dict[str, float]
     difficulty: float = 1.0
+    nodule_types: dict[str, float] | None = None
 
     def rng(self, stream: str) -> np.random.Generator:
         """Return a random generator for one named stream of this study.

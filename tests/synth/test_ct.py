@@ -172,6 +172,20 @@ def test_no_nodule_is_placed_mostly_inside_a_vessel(
     assert max(_vessel_shares(spec)) == 1.0
 
 
+def test_the_nodule_type_mix_can_be_replaced(
+    tmp_path: Path, positive: tuple[StudySpec, ct.ChestVolume]
+) -> None:
+    spec, volume = positive
+    # The default weights given explicitly draw the very same nodules.
+    same = ct.render_volume(dataclasses.replace(spec, nodule_types=dict(ct.NODULE_TYPES)))
+    assert same.nodules == volume.nodules
+    for index in range(4):
+        glass = _spec(tmp_path, index, prevalence={"nodule": 1.0}, nodule_types={"ground_glass": 1})
+        assert glass.nodule_types == {"ground_glass": 1}
+        kinds = {n["type"] for n in ct.render_volume(glass).nodules}
+        assert kinds == {"ground_glass"}
+
+
 def test_negative_study_has_no_nodule(tmp_path: Path) -> None:
     study = ct.generate_study(_spec(tmp_path, 3, prevalence={"nodule": 0.0}))
     assert study.labels == {"nodule": 0}
