@@ -473,7 +473,7 @@ def _validate(args: argparse.Namespace) -> int:
     from validation.protocol import ProtocolError, load_protocol
     from validation.render import write_html, write_pdf
     from validation.report import build_report, failure_line, write_report_json
-    from validation.subgroups import Verdict, evaluate
+    from validation.subgroups import Verdict, detection_by_nodule_type, evaluate
 
     if not args.manifest.is_file():
         raise UsageError(f"--manifest: {args.manifest} does not exist")
@@ -509,6 +509,9 @@ def _validate(args: argparse.Namespace) -> int:
         predictions_sha256=sha256_of(predictions),
         manifest_sha256=sha256_of(args.manifest),
         scans=None if ct is None else ct[0],
+        nodule_types=None
+        if ct is None
+        else detection_by_nodule_type(inputs.cases, protocol, ct[1]),
     )
     write_report_json(report, args.out / "report.json")
     write_html(report, inputs.cases, args.out / "report.html")

@@ -312,6 +312,38 @@ def _segmentation_rows(report: dict[str, Any]) -> tuple[list[list[str]], list[st
     return rows, classes
 
 
+NODULE_TYPE_HEADER = (
+    "nodule type",
+    "nodules",
+    "hit by any candidate",
+    "detection sens. (CI)",
+    "candidate sens. (CI)",
+)
+#: How the nodule types of the annotations read in the report.
+NODULE_TYPE_NAMES = {"solid": "solid", "part_solid": "part-solid", "ground_glass": "ground-glass"}
+NODULE_TYPE_NOTE = (
+    "Whole set, nodules of at least {min_nodule_diameter_mm:g} mm by attenuation type, as "
+    "the ground-truth annotations give it. Each type's detection sensitivity is read at the "
+    "threshold where all the scans' false positives reach {max_false_positives_per_scan:g} "
+    "per scan (the whole set's operating point); the candidate sensitivity keeps every "
+    "candidate. Same intervals as above."
+)
+
+
+def _nodule_type_rows(block: dict[str, Any]) -> list[list[str]]:
+    """Return the rows of the detection-by-nodule-type table (empty without candidates)."""
+    return [
+        [
+            NODULE_TYPE_NAMES.get(kind, kind),
+            str(data["nodules"]),
+            str(data["detected"]),
+            _cell(data, "detection_sensitivity"),
+            _cell(data, "candidate_sensitivity"),
+        ]
+        for kind, data in block.get("by_nodule_type", {}).items()
+    ]
+
+
 def froc_figure(report: dict[str, Any]) -> Figure:
     """Draw the whole set's FROC curve with the protocol's false-positive rate marked."""
     block = report["segmentation"]
@@ -514,6 +546,14 @@ def _segmentation_html(report: dict[str, Any]) -> str:
         + "</p>",
         _table(SEGMENTATION_HEADER, rows, classes),
     ]
+    type_rows = _nodule_type_rows(block)
+    if type_rows:
+        parts += [
+            "<h3>Detection by nodule type</h3><p>"
+            + html.escape(NODULE_TYPE_NOTE.format(**block))
+            + "</p>",
+            _table(NODULE_TYPE_HEADER, type_rows),
+        ]
     if block["masks"]:
         parts.append(
             f'<img alt="Dice by subgroup" src="data:image/png;base64,'
@@ -691,6 +731,17 @@ def write_pdf(report: dict[str, Any], cases: Sequence[Case], path: Path) -> None
                 footnote=SEGMENTATION_METHODS.format(**block),
                 widths=(0.10, 0.20, 0.045, 0.06, 0.05, 0.135, 0.135, 0.055, 0.135, 0.09),
             )
+            type_rows = _nodule_type_rows(block)
+            if type_rows:
+                _table_page(
+                    pdf,
+                    report,
+                    rows=type_rows,
+                    header=NODULE_TYPE_HEADER,
+                    title="Detection by nodule type",
+                    footnote=NODULE_TYPE_NOTE.format(**block),
+                    widths=(0.20, 0.12, 0.16, 0.24, 0.24),
+                )
             if block["masks"]:
                 figures.append(forest_plot(report, "dice"))
             if block["candidates"]:

@@ -12,7 +12,10 @@ Layout (every figure as ``{"value", "ci_low", "ci_high"}``; NaN written as ``nul
       "subgroups": {column: {value: GROUP}},
       "segmentation": null | {"scans", "masks", "candidates", "min_nodule_diameter_mm",
                               "max_false_positives_per_scan",
-                              "froc": [{threshold, sensitivity, false_positives_per_scan}]},
+                              "froc": [{threshold, sensitivity, false_positives_per_scan}],
+                              "by_nodule_type": {type: {"nodules", "detected",
+                                                        "detection_sensitivity",
+                                                        "candidate_sensitivity"}}},
       "acceptance": {"passed": bool, "failures": [{column, value, criterion, figure, limit,
                                                    ci_low, ci_high, bound, shortfall,
                                                    difference_from_rest}]},
@@ -30,7 +33,9 @@ acceptance: {criterion: "pass" | "fail" | "not judged"}, segmentation}``. For a 
 protocol given masks or candidates, ``metrics`` also holds the segmentation and
 detection figures (:mod:`validation.segmentation`) and ``segmentation`` their counts
 (scans, scans_with_nodule, missed_scans, hd95_scans, nodules, detected,
-false_positives); otherwise it is ``null``.
+false_positives); otherwise it is ``null``. ``by_nodule_type`` gives the whole
+set's detection figures for the nodules of each attenuation type
+(:func:`validation.subgroups.detection_by_nodule_type`); empty without candidates.
 
 Failures are listed worst first: a failure of the whole set before any subgroup's,
 then the subgroups most clearly worse than the rest of the set (lowest upper bound
@@ -44,7 +49,7 @@ from __future__ import annotations
 import json
 import math
 import platform
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -64,6 +69,7 @@ from validation.calibration import calibration_line
 from validation.ct_inputs import CtScan
 from validation.inputs import DEVELOPMENT_SPLITS, ValidationInputs, manifest_attributes
 from validation.protocol import Protocol, criterion_figure
+from validation.segmentation import SegmentationFigures
 from validation.subgroups import (
     OVERALL,
     Case,
@@ -226,11 +232,14 @@ def build_report(
     predictions_sha256: str,
     manifest_sha256: str,
     scans: Sequence[CtScan] | None = None,
+    nodule_types: Mapping[str, SegmentationFigures] | None = None,
 ) -> dict[str, Any]:
     """Return the report's data (see the module docstring) from a run's figures.
 
     ``scans`` are the CT scans of the segmentation figures, when there are any:
-    the report then describes those inputs and gives the whole set's FROC.
+    the report then describes those inputs and gives the whole set's FROC, and
+    ``nodule_types`` (:func:`validation.subgroups.detection_by_nodule_type`) the
+    detection figures per nodule type.
     """
     columns = [(c,) for c in protocol.subgroups] + list(protocol.intersections)
     members: dict[tuple[str, str], list[Case]] = {(OVERALL, "all"): list(inputs.cases)}
@@ -300,7 +309,9 @@ def build_report(
         "models": [asdict(model) for model in inputs.models],
         "overall": overall,
         "subgroups": subgroups,
-        "segmentation": None if not scans else _segmentation_block(scans, protocol),
+        "segmentation": (
+            None if not scans else _segmentation_block(scans, protocol, nodule_types or {})
+        ),
         "acceptance": {"passed": not failures, "failures": failures},
         "operating_point_stability": threshold_stability(inputs.cases, protocol.confidence),
         "input_problems": [
@@ -316,7 +327,11 @@ def build_report(
     }
 
 
-def _segmentation_block(scans: Sequence[CtScan], protocol: Protocol) -> dict[str, Any]:
+def _segmentation_block(
+    scans: Sequence[CtScan],
+    protocol: Protocol,
+    nodule_types: Mapping[str, SegmentationFigures],
+) -> dict[str, Any]:
     masks = all(scan.has_segmentation for scan in scans)
     candidates = all(scan.has_detections for scan in scans)
     points = (
@@ -338,6 +353,15 @@ def _segmentation_block(scans: Sequence[CtScan], protocol: Protocol) -> dict[str
             }
             for p in points
         ],
+        "by_nodule_type": {
+            kind: {
+                "nodules": figures.counts["nodules"],
+                "detected": figures.counts["detected"],
+                "detection_sensitivity": _estimate(figures.metrics["detection_sensitivity"]),
+                "candidate_sensitivity": _estimate(figures.metrics["candidate_sensitivity"]),
+            }
+            for kind, figures in nodule_types.items()
+        },
     }
 
 

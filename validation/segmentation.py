@@ -19,6 +19,12 @@ figure                            definition
 ``false_positives_per_scan``      with every candidate kept
 ================================  ================================================
 
+The detection figures can also be read for the nodules of one attenuation type
+(solid, part-solid, ground-glass; :func:`nodule_type_members`): the sensitivities
+count only those nodules, at the threshold that all the scans' false positives
+set, so each type's sensitivity is read at the same operating point as the whole
+set's.
+
 Intervals are percentile bootstrap intervals (1,000 resamples, seed 0) that
 resample scans, or patients when the protocol clusters by patient and a patient
 has several scans: nodules of one scan, and scans of one patient, are not
@@ -37,6 +43,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from medvision.evaluation.ct_detection import (
+    counted_types,
     dice_coefficient,
     hausdorff_distance_95,
     scan_outcomes,
@@ -71,9 +78,11 @@ class ScanFigures:
         Per scan; NaN where undefined (no nodule; an empty mask).
     missed
         Per scan: the ground truth has a nodule and no voxel was predicted.
-    detection_scores, detection_scan
-        Per counted ground-truth nodule: the best hitting score (``-inf``: missed)
-        and the index of its scan.
+    detection_scores, detection_scan, detection_type
+        Per counted ground-truth nodule: the best hitting score (``-inf``: missed),
+        the index of its scan and its attenuation type (``solid``, ``part_solid``,
+        ``ground_glass``; :data:`~medvision.evaluation.ct_detection.UNKNOWN_NODULE_TYPE`
+        where the annotations do not say).
     false_positive_scores, false_positive_scan
         Per false-positive candidate: its score and the index of its scan.
     masks, candidates
@@ -86,6 +95,7 @@ class ScanFigures:
     missed: NDArray[np.bool_]
     detection_scores: NDArray[np.float64]
     detection_scan: NDArray[np.int64]
+    detection_type: tuple[str, ...]
     false_positive_scores: NDArray[np.float64]
     false_positive_scan: NDArray[np.int64]
     masks: bool
@@ -96,6 +106,7 @@ def scan_figures(scans: Sequence[CtScan], min_nodule_diameter_mm: float) -> Scan
     """Return the per-scan outcomes of ``scans`` (see the module docstring)."""
     dice, hd95, missed = [], [], []
     detection, detection_scan, false, false_scan = [], [], [], []
+    types: list[str] = []
     for index, scan in enumerate(scans):
         predicted, truth = scan.detections.predicted_mask, scan.detections.truth_mask
         has_nodule = bool(np.any(truth))
@@ -105,6 +116,7 @@ def scan_figures(scans: Sequence[CtScan], min_nodule_diameter_mm: float) -> Scan
         detected, false_positives = scan_outcomes(scan.detections, min_nodule_diameter_mm)
         detection += detected.tolist()
         detection_scan += [index] * detected.size
+        types += counted_types(scan.detections, min_nodule_diameter_mm)
         false += false_positives.tolist()
         false_scan += [index] * false_positives.size
     return ScanFigures(
@@ -114,6 +126,7 @@ def scan_figures(scans: Sequence[CtScan], min_nodule_diameter_mm: float) -> Scan
         missed=np.array(missed, dtype=bool),
         detection_scores=np.array(detection, dtype=np.float64),
         detection_scan=np.array(detection_scan, dtype=np.int64),
+        detection_type=tuple(types),
         false_positive_scores=np.array(false, dtype=np.float64),
         false_positive_scan=np.array(false_scan, dtype=np.int64),
         masks=all(s.has_segmentation for s in scans) and bool(scans),
@@ -161,8 +174,13 @@ def _figures_of(
     figures: ScanFigures,
     scan_weights: NDArray[np.float64],
     max_false_positives_per_scan: float,
+    nodules: NDArray[np.bool_] | None = None,
 ) -> dict[str, float]:
-    """Return every figure of the scans weighted by ``scan_weights`` (0: not in the set)."""
+    """Return every figure of the scans weighted by ``scan_weights`` (0: not in the set).
+
+    With ``nodules`` (per counted nodule), only those nodules count in the
+    sensitivities; every false positive of the scans still counts.
+    """
     result: dict[str, float] = {}
     if figures.masks:
         has_nodule = ~np.isnan(figures.dice)
@@ -176,9 +194,11 @@ def _figures_of(
         result["hd95_mm"] = _weighted_median(figures.hd95_mm[defined], scan_weights[defined])
     if figures.candidates:
         detection_weights = scan_weights[figures.detection_scan]
+        if nodules is not None:
+            detection_weights = detection_weights * nodules
         false_weights = scan_weights[figures.false_positive_scan]
         scans = float(scan_weights.sum())
-        nodules = float(detection_weights.sum())
+        counted = float(detection_weights.sum())
         result["detection_sensitivity"] = sensitivity_at_false_positive_rate(
             figures.detection_scores,
             detection_weights,
@@ -189,7 +209,7 @@ def _figures_of(
         )
         found = np.isfinite(figures.detection_scores)
         result["candidate_sensitivity"] = (
-            float(detection_weights[found].sum()) / nodules if nodules else math.nan
+            float(detection_weights[found].sum()) / counted if counted else math.nan
         )
         result["false_positives_per_scan"] = float(false_weights.sum()) / scans
     return result
@@ -212,6 +232,7 @@ def segmentation_figures(
     max_false_positives_per_scan: float,
     confidence: float,
     seed: int = 0,
+    nodules: NDArray[np.bool_] | None = None,
 ) -> SegmentationFigures:
     """Return the figures of the member scans with percentile bootstrap intervals.
 
@@ -226,9 +247,13 @@ def segmentation_figures(
         ``None`` (each scan its own cluster).
     max_false_positives_per_scan, confidence, seed
         Where the detection sensitivity is read off the FROC; interval level; seed.
+    nodules
+        Per counted nodule, whether it counts in the sensitivities (e.g. the nodules
+        of one type, :func:`nodule_type_members`); ``None``: all of them. False
+        positives and the mask figures are those of the member scans either way.
     """
     weights = members.astype(np.float64)
-    values = _figures_of(figures, weights, max_false_positives_per_scan)
+    values = _figures_of(figures, weights, max_false_positives_per_scan, nodules)
     in_group = np.flatnonzero(members)
     identifiers = clusters[in_group] if clusters is not None else in_group.astype(str)
     _, cluster_of_scan = np.unique(identifiers, return_inverse=True)
@@ -242,7 +267,7 @@ def segmentation_figures(
             resampled = np.zeros(members.size, dtype=np.float64)
             resampled[in_group] = drawn[cluster_of_scan]
             for name, value in _figures_of(
-                figures, resampled, max_false_positives_per_scan
+                figures, resampled, max_false_positives_per_scan, nodules
             ).items():
                 draws[name].append(value)
     alpha = (1.0 - confidence) / 2.0
@@ -255,23 +280,29 @@ def segmentation_figures(
             low, high = np.quantile(finite, [alpha, 1.0 - alpha])
             metrics[name] = Estimate(value, float(low), float(high))
     has_nodule = members & ~np.isnan(figures.dice)
-    nodules = int(members[figures.detection_scan].sum())
+    counted = members[figures.detection_scan]
+    if nodules is not None:
+        counted = counted & nodules
     counts = {
         "scans": int(members.sum()),
         "scans_with_nodule": int(has_nodule.sum()),
         "missed_scans": int((members & figures.missed).sum()),
         "hd95_scans": int((members & ~np.isnan(figures.hd95_mm)).sum()),
-        "nodules": nodules,
-        "detected": int(
-            (members[figures.detection_scan] & np.isfinite(figures.detection_scores)).sum()
-        ),
+        "nodules": int(counted.sum()),
+        "detected": int((counted & np.isfinite(figures.detection_scores)).sum()),
         "false_positives": int(members[figures.false_positive_scan].sum()),
     }
     denominators = {
         "dice": counts["scans_with_nodule"],
         "hd95_mm": counts["hd95_scans"],
-        "detection_sensitivity": nodules,
-        "candidate_sensitivity": nodules,
+        "detection_sensitivity": counts["nodules"],
+        "candidate_sensitivity": counts["nodules"],
         "false_positives_per_scan": counts["scans"],
     }
     return SegmentationFigures(metrics, denominators, counts)
+
+
+def nodule_type_members(figures: ScanFigures) -> dict[str, NDArray[np.bool_]]:
+    """Return, per nodule type present, which counted nodules are of it (types sorted)."""
+    types = np.array(figures.detection_type, dtype=object)
+    return {kind: types == kind for kind in sorted(set(figures.detection_type))}

@@ -63,7 +63,12 @@ from validation.bootstrap import (
     proportion_ratio,
 )
 from validation.protocol import Protocol, criterion_figure
-from validation.segmentation import ScanFigures, SegmentationFigures, segmentation_figures
+from validation.segmentation import (
+    ScanFigures,
+    SegmentationFigures,
+    nodule_type_members,
+    segmentation_figures,
+)
 
 #: The value of a missing attribute.
 UNKNOWN = "unknown"
@@ -296,7 +301,10 @@ def _figures(
 
 
 def _segmentation(
-    members: NDArray[np.bool_], data: _Columns, protocol: Protocol
+    members: NDArray[np.bool_],
+    data: _Columns,
+    protocol: Protocol,
+    nodules: NDArray[np.bool_] | None = None,
 ) -> SegmentationFigures | None:
     if data.scans is None or data.scan_of_case is None:
         return None
@@ -314,12 +322,24 @@ def _segmentation(
         clusters,
         max_false_positives_per_scan=protocol.max_false_positives_per_scan,
         confidence=protocol.confidence,
+        nodules=nodules,
     )
 
 
 def _scan_of_case(cases: Sequence[Case], scans: ScanFigures) -> NDArray[np.int64]:
     index = {uid: i for i, uid in enumerate(scans.study_instance_uids)}
     return np.array([index.get(c.study_instance_uid, -1) for c in cases], dtype=np.int64)
+
+
+def _columns(cases: Sequence[Case], protocol: Protocol, scans: ScanFigures | None) -> _Columns:
+    return _Columns(
+        labels=np.array([c.label for c in cases], dtype=np.int64),
+        flagged=np.array([c.flagged for c in cases], dtype=np.int64),
+        probabilities=np.array([c.probability for c in cases], dtype=np.float64),
+        clusters=cluster_identifiers(cases, protocol),
+        scans=scans,
+        scan_of_case=None if scans is None else _scan_of_case(cases, scans),
+    )
 
 
 def evaluate(
@@ -340,15 +360,8 @@ def evaluate(
     """
     if not cases:
         raise ValueError("the validation set has no case")
-    clusters = cluster_identifiers(cases, protocol)
-    data = _Columns(
-        labels=np.array([c.label for c in cases], dtype=np.int64),
-        flagged=np.array([c.flagged for c in cases], dtype=np.int64),
-        probabilities=np.array([c.probability for c in cases], dtype=np.float64),
-        clusters=clusters,
-        scans=scans,
-        scan_of_case=None if scans is None else _scan_of_case(cases, scans),
-    )
+    data = _columns(cases, protocol, scans)
+    clusters = data.clusters
     groups: list[tuple[str, str, NDArray[np.bool_]]] = [
         (OVERALL, "all", np.ones(len(cases), dtype=bool))
     ]
@@ -367,3 +380,27 @@ def evaluate(
         _figures(column, value, members, data, protocol, intervals)
         for (column, value, members), intervals in zip(groups, clustered, strict=True)
     ]
+
+
+def detection_by_nodule_type(
+    cases: Sequence[Case], protocol: Protocol, scans: ScanFigures
+) -> dict[str, SegmentationFigures]:
+    """Return the whole set's detection figures for the nodules of each attenuation type.
+
+    Per type (solid, part-solid, ground-glass, ``unknown``; sorted), the detection
+    and candidate sensitivities count only that type's nodules, read at the
+    threshold that the whole set's false positives set
+    (:func:`validation.segmentation.segmentation_figures` with ``nodules``), with
+    intervals that resample scans or patients as the whole set's do. Empty when
+    no candidates were given (the sensitivities need them).
+    """
+    if not scans.candidates or not cases:
+        return {}
+    data = _columns(cases, protocol, scans)
+    everyone = np.ones(len(cases), dtype=bool)
+    by_type: dict[str, SegmentationFigures] = {}
+    for kind, nodules in nodule_type_members(scans).items():
+        figures = _segmentation(everyone, data, protocol, nodules)
+        if figures is not None:
+            by_type[kind] = figures
+    return by_type

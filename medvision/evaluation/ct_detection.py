@@ -53,6 +53,8 @@ MIN_DIAMETER_MM = 6.0
 MAX_FALSE_POSITIVES_PER_SCAN = 1.0
 #: The finding whose masks and locations are evaluated.
 NODULE = "nodule"
+#: The type under which a nodule of no known attenuation type is counted.
+UNKNOWN_NODULE_TYPE = "unknown"
 
 
 def dice_coefficient(predicted: ArrayLike, truth: ArrayLike) -> float:
@@ -354,13 +356,25 @@ def sensitivity_at_false_positives(
     )
 
 
+def counted_types(scan: ScanDetections, min_diameter_mm: float = MIN_DIAMETER_MM) -> list[str]:
+    """Return the type of each ground-truth nodule :func:`scan_outcomes` counts, in its order.
+
+    A nodule of no known type is :data:`UNKNOWN_NODULE_TYPE`.
+    """
+    return [
+        nodule.nodule_type or UNKNOWN_NODULE_TYPE
+        for nodule in scan.truth
+        if nodule.diameter_mm >= min_diameter_mm
+    ]
+
+
 def detected_by_type(
     scans: Sequence[ScanDetections], min_diameter_mm: float = MIN_DIAMETER_MM
 ) -> dict[str, tuple[int, int]]:
     """Return, per nodule type, how many counted nodules a prediction hits and how many there are.
 
     Counted and hit as in :func:`scan_outcomes` (any score); a nodule of no known
-    type counts under ``"unknown"``. Types appear in alphabetical order.
+    type counts under :data:`UNKNOWN_NODULE_TYPE`. Types appear in alphabetical order.
 
     Raises
     ------
@@ -370,9 +384,7 @@ def detected_by_type(
     tally: dict[str, tuple[int, int]] = {}
     for scan in scans:
         detected, _ = scan_outcomes(scan, min_diameter_mm)
-        counted = [n for n in scan.truth if n.diameter_mm >= min_diameter_mm]
-        for nodule, best in zip(counted, detected, strict=True):
-            kind = nodule.nodule_type or "unknown"
+        for kind, best in zip(counted_types(scan, min_diameter_mm), detected, strict=True):
             hits, total = tally.get(kind, (0, 0))
             tally[kind] = (hits + int(best > -math.inf), total + 1)
     return dict(sorted(tally.items()))

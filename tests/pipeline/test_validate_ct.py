@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -137,9 +138,18 @@ def test_perfect_masks_and_candidates_pass_with_exact_figures(
     ]
     for site, group in report["subgroups"]["site"].items():
         assert group["segmentation"]["scans"] == sum(r.site == site for r in rows)
+    # Every nodule of each type is found at the whole set's operating point.
+    types = Counter(n.nodule_type for truth in truths for n in truth if n.diameter_mm >= 6)
+    by_type = report["segmentation"]["by_nodule_type"]
+    assert {kind: (v["nodules"], v["detected"]) for kind, v in by_type.items()} == {
+        kind: (count, count) for kind, count in types.items()
+    }
+    for data in by_type.values():
+        assert data["detection_sensitivity"] == {"value": 1.0, "ci_low": 1.0, "ci_high": 1.0}
     html = (tmp_path / "out" / "report.html").read_text()
     assert "Segmentation and detection" in html
     assert "FROC" in html
+    assert "Detection by nodule type" in html
 
 
 def test_shifted_masks_fail_the_hd95_bound_which_is_an_upper_limit(

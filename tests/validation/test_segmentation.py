@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from medvision.evaluation.ct_detection import (
 from medvision.inference.scoring import Location
 from validation.ct_inputs import CtScan
 from validation.segmentation import (
+    nodule_type_members,
     scan_figures,
     segmentation_figures,
     sensitivity_at_false_positive_rate,
@@ -108,6 +110,54 @@ def test_group_figures_with_their_counts_and_intervals() -> None:
     }
     assert group.denominators["dice"] == 3
     assert group.denominators["detection_sensitivity"] == 3
+
+
+def _typed_scans() -> list[CtScan]:
+    """The scans of :func:`_scans` with typed nodules: a solid, b ground-glass, c solid."""
+    types = {"a": "solid", "b": "ground_glass", "c": "solid", "d": "solid"}
+    typed = []
+    for scan in _scans():
+        detections = scan.detections
+        truth = [
+            replace(n, nodule_type=types[detections.study_instance_uid]) for n in detections.truth
+        ]
+        typed.append(replace(scan, detections=replace(detections, truth=truth)))
+    return typed
+
+
+def test_nodules_of_one_type_are_read_at_the_whole_sets_operating_point() -> None:
+    assert scan_figures(_scans(), 6.0).detection_type == ("unknown",) * 3
+    figures = scan_figures(_typed_scans(), 6.0)
+    # Scan d's small nodule is not counted, so "solid" comes from a and c only.
+    assert figures.detection_type == ("solid", "ground_glass", "solid")
+    members = nodule_type_members(figures)
+    assert list(members) == ["ground_glass", "solid"]
+    assert members["solid"].tolist() == [True, False, True]
+    every_scan = np.ones(4, dtype=bool)
+    by_type = {
+        kind: segmentation_figures(
+            figures,
+            every_scan,
+            None,
+            max_false_positives_per_scan=0.25,
+            confidence=0.95,
+            nodules=nodules,
+        )
+        for kind, nodules in members.items()
+    }
+    # The threshold is the whole set's (above 0.3): a's solid nodule (0.9) only.
+    solid, ground_glass = by_type["solid"], by_type["ground_glass"]
+    assert solid.metrics["detection_sensitivity"].value == pytest.approx(1 / 2)
+    assert solid.metrics["candidate_sensitivity"].value == pytest.approx(1 / 2)
+    assert ground_glass.metrics["detection_sensitivity"].value == 0.0  # hit at 0.2 only
+    assert ground_glass.metrics["candidate_sensitivity"].value == 1.0
+    assert (solid.counts["nodules"], solid.counts["detected"]) == (2, 1)
+    assert (ground_glass.counts["nodules"], ground_glass.counts["detected"]) == (1, 1)
+    # False positives and Dice stay those of every scan.
+    for group in by_type.values():
+        assert group.counts["false_positives"] == 2
+        assert group.metrics["false_positives_per_scan"].value == pytest.approx(2 / 4)
+        assert group.denominators["detection_sensitivity"] == group.counts["nodules"]
 
 
 def test_a_group_of_some_scans_counts_only_theirs() -> None:
