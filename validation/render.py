@@ -326,7 +326,7 @@ NODULE_TYPE_NOTE = (
     "the ground-truth annotations give it. Each type's detection sensitivity is read at the "
     "threshold where all the scans' false positives reach {max_false_positives_per_scan:g} "
     "per scan (the whole set's operating point); the candidate sensitivity keeps every "
-    "candidate. Same intervals as above."
+    "candidate. Intervals as in the segmentation table."
 )
 
 
