@@ -155,9 +155,16 @@ def _classifier_figures(
         figures.extra["malignant_breasts"] = per_breast.positives
 
 
-def _ct_figures(
+def ct_figures(
     results: list[StudyResult], rows: dict[str, ManifestRow], manifest: Path, figures: SetFigures
 ) -> None:
+    """Add the CT detection figures of analysed studies to ``figures.extra``.
+
+    Mean Dice, the sensitivity for nodules of 6 mm or more at no more than one false
+    positive per scan and with every kept component, the false positives per scan,
+    and the nodules hit per device and per nodule type; ``rows`` are the studies'
+    manifest rows by StudyInstanceUID.
+    """
     scans = []
     by_device: dict[str, list[ScanDetections]] = {}
     for result in results:
@@ -223,7 +230,7 @@ def evaluate_set(
     )
     _classifier_figures(results, rows, figures)
     if modality == Modality.CT:
-        _ct_figures(results, rows, folder / "manifest.csv", figures)
+        ct_figures(results, rows, folder / "manifest.csv", figures)
     return figures
 
 
