@@ -179,10 +179,11 @@ def _figures_of(
     """Return every figure of the scans weighted by ``scan_weights`` (0: not in the set).
 
     With ``nodules`` (per counted nodule), only those nodules count in the
-    sensitivities; every false positive of the scans still counts.
+    sensitivities, every false positive of the scans still counts, and the mask
+    figures (per scan, not per nodule) are left out.
     """
     result: dict[str, float] = {}
-    if figures.masks:
+    if figures.masks and nodules is None:
         has_nodule = ~np.isnan(figures.dice)
         weight = float(scan_weights[has_nodule].sum())
         result["dice"] = (
@@ -250,7 +251,8 @@ def segmentation_figures(
     nodules
         Per counted nodule, whether it counts in the sensitivities (e.g. the nodules
         of one type, :func:`nodule_type_members`); ``None``: all of them. False
-        positives and the mask figures are those of the member scans either way.
+        positives are those of the member scans either way; with ``nodules`` the
+        mask figures (Dice, HD95: per scan) are not given.
     """
     weights = members.astype(np.float64)
     values = _figures_of(figures, weights, max_false_positives_per_scan, nodules)

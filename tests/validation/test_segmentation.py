@@ -153,8 +153,13 @@ def test_nodules_of_one_type_are_read_at_the_whole_sets_operating_point() -> Non
     assert ground_glass.metrics["candidate_sensitivity"].value == 1.0
     assert (solid.counts["nodules"], solid.counts["detected"]) == (2, 1)
     assert (ground_glass.counts["nodules"], ground_glass.counts["detected"]) == (1, 1)
-    # False positives and Dice stay those of every scan.
+    # False positives stay those of every scan; Dice and HD95 (per scan) are not given.
     for group in by_type.values():
+        assert set(group.metrics) == {
+            "detection_sensitivity",
+            "candidate_sensitivity",
+            "false_positives_per_scan",
+        }
         assert group.counts["false_positives"] == 2
         assert group.metrics["false_positives_per_scan"].value == pytest.approx(2 / 4)
         assert group.denominators["detection_sensitivity"] == group.counts["nodules"]
