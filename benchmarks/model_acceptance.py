@@ -15,7 +15,10 @@ sensitivity (0.90) lies inside that interval. Mammography adds the per-breast
 AUROC (left and right breasts pooled as cases); CT adds nodule detection
 (sensitivity for nodules of 6 mm or more at no more than 1 false positive per
 scan), Dice, and per device and per nodule type (solid, part-solid, ground-glass)
-how many of those nodules any kept component hits.
+how many of those nodules any kept component hits; and where the mean Dice is lost
+(``medvision.evaluation.ct_detection.dice_losses``: the mean Dice without the
+false-positive components, the ground-truth nodules a predicted component touches
+and their own Dice, and the scans whose nodules are all below 6 mm).
 
 Usage::
 
@@ -42,6 +45,7 @@ from medvision.evaluation.classification import discrimination
 from medvision.evaluation.ct_detection import (
     ScanDetections,
     detected_by_type,
+    dice_losses,
     evaluate_ct_detection,
     scan_detections,
 )
@@ -197,6 +201,17 @@ def ct_figures(
     # And per nodule type (solid, part-solid, ground-glass), as the annotations give it.
     for kind, (hits, total) in detected_by_type(scans).items():
         figures.extra[f"detected_all_kept_{kind}"] = f"{hits} of {total}"
+    # Where the mean Dice is lost: false-positive components, missed nodules, boundaries.
+    losses = dice_losses(scans)
+    figures.extra.update(
+        {
+            "mean_dice_without_false_positives": losses.mean_dice_without_false_positives,
+            "nodules_touched": f"{losses.touched} of {losses.nodules}",
+            "mean_dice_of_touched_nodules": losses.mean_dice_touched,
+            "scans_with_nodules_only_below_6mm": f"{losses.small_scans} of {losses.scans}",
+            "mean_dice_of_those_scans": losses.mean_dice_small_scans,
+        }
+    )
 
 
 def evaluate_set(

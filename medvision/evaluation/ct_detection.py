@@ -390,6 +390,96 @@ def detected_by_type(
     return dict(sorted(tally.items()))
 
 
+@dataclass(frozen=True)
+class DiceLosses:
+    """Where the mean Dice of the scans with a nodule is lost.
+
+    A *nodule* here is a 26-connected part of a ground-truth mask; it is
+    *touched* when a 26-connected component of the predicted mask overlaps it, and
+    its Dice is that of its voxels against the components touching it. A
+    *false-positive component* touches no ground-truth voxel.
+
+    Attributes
+    ----------
+    scans
+        Scans whose ground truth holds a nodule.
+    mean_dice
+        Their mean Dice, as :func:`evaluate_ct_detection` gives it.
+    mean_dice_without_false_positives
+        The same with every false-positive component removed: what they cost.
+    nodules, touched
+        Ground-truth nodules, and how many a predicted component touches.
+    mean_dice_touched
+        Mean Dice of the touched nodules (NaN when none is): what the boundaries cost.
+    small_scans
+        Scans whose annotated nodules are all below ``min_diameter_mm``.
+    mean_dice_small_scans
+        Their mean Dice (NaN when there are none).
+    """
+
+    scans: int
+    mean_dice: float
+    mean_dice_without_false_positives: float
+    nodules: int
+    touched: int
+    mean_dice_touched: float
+    small_scans: int
+    mean_dice_small_scans: float
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if len(values) else math.nan
+
+
+def dice_losses(
+    scans: Sequence[ScanDetections], min_diameter_mm: float = MIN_DIAMETER_MM
+) -> DiceLosses:
+    """Split the loss of mean Dice into false-positive components, missed nodules and boundaries.
+
+    See :class:`DiceLosses`. Only scans whose ground-truth mask holds a voxel count.
+
+    Raises
+    ------
+    ValueError
+        If a scan's masks differ in shape.
+    """
+    connectivity = ndimage.generate_binary_structure(3, 3)
+    served: list[float] = []
+    without: list[float] = []
+    touched: list[float] = []
+    small: list[float] = []
+    nodules = 0
+    for scan in scans:
+        truth = np.asarray(scan.truth_mask) != 0
+        if not truth.any():
+            continue
+        predicted = np.asarray(scan.predicted_mask) != 0
+        dice = dice_coefficient(predicted, truth)
+        served.append(dice)
+        components, _ = ndimage.label(predicted, structure=connectivity)
+        true_labels = np.unique(components[truth & predicted])
+        without.append(dice_coefficient(np.isin(components, true_labels), truth))
+        parts, count = ndimage.label(truth, structure=connectivity)
+        nodules += count
+        for part in range(1, count + 1):
+            nodule = parts == part
+            labels = np.unique(components[nodule & predicted])
+            if len(labels):
+                touched.append(dice_coefficient(np.isin(components, labels), nodule))
+        if all(n.diameter_mm < min_diameter_mm for n in scan.truth):
+            small.append(dice)
+    return DiceLosses(
+        scans=len(served),
+        mean_dice=_mean(served),
+        mean_dice_without_false_positives=_mean(without),
+        nodules=nodules,
+        touched=len(touched),
+        mean_dice_touched=_mean(touched),
+        small_scans=len(small),
+        mean_dice_small_scans=_mean(small),
+    )
+
+
 def evaluate_ct_detection(
     scans: Sequence[ScanDetections],
     *,

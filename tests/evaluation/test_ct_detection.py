@@ -16,6 +16,7 @@ from medvision.evaluation.ct_detection import (
     TruthNodule,
     detected_by_type,
     dice_coefficient,
+    dice_losses,
     evaluate_ct_detection,
     froc_points,
     hausdorff_distance_95,
@@ -205,6 +206,45 @@ def test_detection_by_type_counts_the_counted_nodules_hit_by_any_prediction() ->
     missed = [ScanDetections("D", [_found(40.0, 0.9)], [_truth(0.0, 9.0)], EMPTY, EMPTY)]
     assert detected_by_type(missed) == {"unknown": (0, 1)}
     assert detected_by_type(typed, min_diameter_mm=3.0) == {"solid": (1, 1), "unknown": (2, 2)}
+
+
+def test_dice_losses_split_false_positive_components_misses_and_boundaries() -> None:
+    # Scan A: a 4-voxel nodule covered by a 5-voxel component (Dice 8/9), a one-voxel
+    # nodule missed, and a 3-voxel false-positive component. Scan B: its only nodule,
+    # 4 mm, missed. Scan C: no nodule, so it does not count.
+    truth_a = np.zeros((3, 8, 8), dtype=np.uint8)
+    truth_a[1, 1:3, 1:3] = 1
+    truth_a[1, 6, 6] = 1
+    predicted_a = np.zeros_like(truth_a)
+    predicted_a[1, 1:3, 1:3] = 1
+    predicted_a[1, 3, 1] = 1
+    predicted_a[0, 6, 1:4] = 1
+    truth_b = np.zeros_like(truth_a)
+    truth_b[2, 4, 4:6] = 1
+    scans = [
+        ScanDetections("A", [], [_truth(0.0, 10.0), _truth(50.0, 5.0)], predicted_a, truth_a),
+        ScanDetections("B", [], [_truth(0.0, 4.0)], np.zeros_like(truth_a), truth_b),
+        ScanDetections("C", [], [], predicted_a, np.zeros_like(truth_a)),
+    ]
+    losses = dice_losses(scans)
+    assert losses.scans == 2
+    assert losses.mean_dice == pytest.approx((8 / 13 + 0.0) / 2)
+    assert losses.mean_dice_without_false_positives == pytest.approx((8 / 10 + 0.0) / 2)
+    assert (losses.nodules, losses.touched) == (3, 1)
+    assert losses.mean_dice_touched == pytest.approx(8 / 9)
+    assert (losses.small_scans, losses.mean_dice_small_scans) == (1, 0.0)
+    assert losses.mean_dice == pytest.approx(evaluate_ct_detection(scans).mean_dice)
+
+
+def test_dice_losses_without_touched_nodules_or_small_scans_are_nan() -> None:
+    truth = np.zeros((1, 4, 4), dtype=np.uint8)
+    truth[0, 0, 0] = 1
+    predicted = np.zeros_like(truth)
+    predicted[0, 3, 3] = 1
+    losses = dice_losses([ScanDetections("A", [], [_truth(0.0, 8.0)], predicted, truth)])
+    assert (losses.scans, losses.nodules, losses.touched, losses.small_scans) == (1, 1, 0, 0)
+    assert (losses.mean_dice, losses.mean_dice_without_false_positives) == (0.0, 0.0)
+    assert math.isnan(losses.mean_dice_touched) and math.isnan(losses.mean_dice_small_scans)
 
 
 def test_evaluation_refuses_no_scans_and_unscored_predictions() -> None:
