@@ -3,9 +3,9 @@
 The figures of ``benchmarks/model_acceptance.py`` (mean Dice; sensitivity for
 nodules of 6 mm or more at no more than one false positive per scan and with every
 kept component; false positives per scan; the nodules hit per device and per nodule
-type; where the mean Dice is lost), for the studies of a manifest instead of a fresh set: for example the
-scans a model was trained on, to tell what it did not learn from what it does not
-generalise. The studies go through ``medvision.pipeline.analyze`` as in
+type; where the mean Dice is lost), for the studies of a manifest instead of a
+fresh set: for example the scans a model was trained on, to tell what it did not
+learn from what it does not generalise. The studies go through ``medvision.pipeline.analyze`` as in
 ``medvision predict``.
 
 Usage::

@@ -19,7 +19,12 @@ deterministic steps (as ``medvision train`` does), then times
 and prints patches per second for each. Usage::
 
     python benchmarks/ct_patch_supply.py --manifest build/bundled/ct-plus/manifest.csv \\
-        --studies 24 --batches 30 --workers 1
+        --studies 24 --batches 30 --workers 1 \\
+        [--dot-enhancement] [--patch-symmetries] [--hard-negatives 0.5]
+
+(the last three build the chain as ``medvision train``'s options of those names do;
+``--hard-negatives`` needs a manifest of mined scans, such as
+``scripts/mine_ct_hard_negatives.py`` writes).
 """
 
 from __future__ import annotations
@@ -72,6 +77,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=4, help="studies per batch")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--dot-enhancement", action="store_true", help="the chain of medvision train's option"
+    )
+    parser.add_argument(
+        "--patch-symmetries", action="store_true", help="the chain of medvision train's option"
+    )
+    parser.add_argument(
+        "--hard-negatives",
+        type=float,
+        default=None,
+        help="the chain of medvision train's option (the manifest needs their masks)",
+    )
     args = parser.parse_args(argv)
     if min(args.studies, args.batches, args.batch_size) < 1:
         parser.error("--studies, --batches and --batch-size must be at least 1")
@@ -84,10 +101,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_size=args.batch_size,
         max_studies=args.studies,
         workers=args.workers,
+        dot_enhancement=args.dot_enhancement,
+        patch_symmetries=args.patch_symmetries,
+        hard_negatives=args.hard_negatives,
     )
     findings = FINDINGS[Modality.CT]
     chain = segmenter_chain(options)
-    transforms = chain.build(True, mask_key=MASK_KEY, mask_names=findings)
+    mask_names = chain.training_mask_names(findings)
+    transforms = chain.build(True, mask_key=MASK_KEY, mask_names=mask_names)
     transforms.set_random_state(seed=0)
     rows = split_rows(options, "train", findings)
     if not rows:  # an empty loader would never fill the batches
@@ -123,12 +144,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{patches / supply:.1f} patches/s"
     )
     device = select_device(args.device)
-    placed = network_memory_format(build_network(default_segmenter_network()), device)
+    network_description = default_segmenter_network(chain.channels)
+    placed = network_memory_format(build_network(network_description), device)
     print(f"the trainer places 3-D networks on {device} as {placed}")
     layouts = {"contiguous": torch.contiguous_format, "channels-last 3-D": torch.channels_last_3d}
     for label, layout in layouts.items():
         torch.manual_seed(0)
-        network = build_network(default_segmenter_network()).to(device).train()
+        network = build_network(network_description).to(device).train()
         network.to(memory_format=layout)  # type: ignore[call-overload]
         optimiser = torch.optim.AdamW(network.parameters(), lr=1e-3, weight_decay=WEIGHT_DECAY)
 

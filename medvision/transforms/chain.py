@@ -33,12 +33,16 @@ from monai.transforms.post.dictionary import Invertd
 from monai.transforms.spatial.dictionary import RandAffined, RandFlipd, RandRotate90d
 from monai.transforms.transform import MapTransform, Transform
 from monai.transforms.utility.dictionary import EnsureTyped
-from monai.transforms.utils import map_binary_to_indices
 from numpy.typing import NDArray
-from scipy import ndimage
 
 from medvision.choices import parse_choice
 from medvision.modality import Modality
+from medvision.transforms.crop_centres import (
+    BACKGROUND_INDICES_KEY,
+    FOREGROUND_INDICES_KEY,
+    CropCentreIndicesd,
+    crop_centre_indices,
+)
 from medvision.transforms.loading import IMAGE_KEY, LoadMasksd, LoadStudyd, MaskName
 from medvision.transforms.spatial import ResizeToFitd
 
@@ -219,80 +223,16 @@ def positive_region(roi_size: Sequence[int]) -> tuple[int, ...]:
     return tuple(int(size) + 2 * (int(size) // 4) for size in roi_size)
 
 
-def lesion_balanced_indices(label: Any, foreground: Any) -> NDArray[np.int64]:
-    """Return ``foreground`` (flat mask-voxel indices) with every lesion equally represented.
-
-    A lesion is a connected component (26 neighbours in 3-D, 8 in 2-D) of the
-    foreground voxels. Each lesion's voxels are repeated cyclically up to the size
-    of the largest lesion, so a voxel drawn uniformly from the result falls in each
-    lesion equally often, and uniformly within it up to that rounding. Drawn from
-    the plain foreground, a 30 mm nodule of 1,800 voxels would take 99 % of the
-    positive patches of a scan that also holds a 5 mm nodule of 8. The components
-    are labelled in the foreground's bounding box only, so the cost follows the
-    lesions, not the volume.
-
-    Parameters
-    ----------
-    label
-        ``(channels, *spatial)`` mask (array or tensor); only its shape is used.
-    foreground
-        Flat indices into the spatial grid of the mask's voxels, as
-        ``monai.transforms.utils.map_binary_to_indices`` gives them (it leaves a
-        multi-channel mask's first, background channel out).
-    """
-    indices = np.asarray(
-        foreground.detach().cpu() if isinstance(foreground, torch.Tensor) else foreground,
-        dtype=np.int64,
-    )
-    if len(indices) < 2:
-        return indices
-    spatial = tuple(int(size) for size in label.shape[1:])
-    coordinates = np.unravel_index(indices, spatial)
-    low = [int(axis.min()) for axis in coordinates]
-    local = tuple(axis - start for axis, start in zip(coordinates, low, strict=True))
-    inside = np.zeros([int(axis.max()) + 1 for axis in local], dtype=bool)
-    inside[local] = True
-    structure = ndimage.generate_binary_structure(inside.ndim, inside.ndim)
-    components, count = ndimage.label(inside, structure=structure)
-    if count < 2:
-        return indices
-    owner = components[local]
-    largest = int(np.bincount(owner).max())
-    return np.concatenate(
-        [np.resize(indices[owner == lesion], largest) for lesion in range(1, count + 1)]
-    )
-
-
-def with_hard_negatives(background: Any, hard: Any, share: float) -> NDArray[np.int64]:
-    """Return ``background`` (flat voxel indices) with ``hard`` ones taking ``share`` of it.
-
-    The hard-negative indices are repeated cyclically to ``share / (1 - share)`` times
-    the background's length and appended, so a voxel drawn uniformly from the result
-    is a hard negative with probability ``share`` (up to rounding), and any other
-    background voxel otherwise. With no hard negative, or a share of 0, the
-    background as it is; with a share of 1, the hard negatives alone.
-    """
-    plain = np.asarray(
-        background.detach().cpu() if isinstance(background, torch.Tensor) else background,
-        dtype=np.int64,
-    )
-    chosen = np.asarray(hard, dtype=np.int64)
-    if len(chosen) == 0 or share <= 0.0:
-        return plain
-    if share >= 1.0 or len(plain) == 0:
-        return chosen
-    repeats = max(1, round(len(plain) * share / (1.0 - share)))
-    return np.concatenate([plain, np.resize(chosen, repeats)])
-
-
 class RandCropByLesiond(RandCropByPosNegLabeld):
     """``RandCropByPosNegLabeld`` whose positive centres pick each lesion equally often.
 
-    The positive centre is drawn from :func:`lesion_balanced_indices` instead of
+    The positive centre is drawn from
+    :func:`~medvision.transforms.crop_centres.lesion_balanced_indices` instead of
     from every mask voxel alike (``balance_lesions``). With a
     ``hard_negative_share``, the label has a second channel marking *hard
     negatives* (places where a model made false positives); a share of the negative
-    centres is then drawn from its voxels (:func:`with_hard_negatives`), the rest as
+    centres is then drawn from its voxels
+    (:func:`~medvision.transforms.crop_centres.with_hard_negatives`), the rest as
     ``RandCropByPosNegLabeld`` draws them from the first channel. The crop and the
     random state are ``RandCropByPosNegLabeld``'s.
     """
@@ -317,18 +257,20 @@ class RandCropByLesiond(RandCropByPosNegLabeld):
         bg_indices: Any = None,
         image: torch.Tensor | None = None,
     ) -> None:
-        """Compute the lesion and background indices as configured, then draw centres."""
+        """Draw centres from the given indices, else from those computed as configured.
+
+        Given indices (:class:`~medvision.transforms.crop_centres.CropCentreIndicesd`,
+        through ``fg_indices_key`` and ``bg_indices_key``) are used as they are; they
+        are the ones computed here (:func:`~medvision.transforms.crop_centres.crop_centre_indices`).
+        """
         if label is not None and fg_indices is None and bg_indices is None:
-            lesion = label[:1]
-            fg_indices, bg_indices = map_binary_to_indices(
-                lesion, image, self.cropper.image_threshold
+            fg_indices, bg_indices = crop_centre_indices(
+                label,
+                image,
+                self.cropper.image_threshold,
+                self.balance_lesions,
+                self.hard_negative_share,
             )
-            if self.balance_lesions:
-                fg_indices = lesion_balanced_indices(lesion, fg_indices)
-            if self.hard_negative_share > 0.0 and label.shape[0] > 1:
-                hard = (label[1] > 0) & ~(label[0] > 0)
-                hard_indices = np.flatnonzero(np.asarray(hard.detach().cpu()).ravel())
-                bg_indices = with_hard_negatives(bg_indices, hard_indices, self.hard_negative_share)
         super().randomize(label, fg_indices, bg_indices, image)
 
 
@@ -368,7 +310,10 @@ def lesion_patches(
     half as large again (:func:`positive_region`) around a mask voxel (a share
     ``positive_fraction`` of the samples) or around a voxel outside the mask, and
     the patch is cut from that region at a random place. An image without a
-    lesion gives only the second kind.
+    lesion gives only the second kind. The voxel lists the centres are drawn from are
+    computed once per image, before the first random step
+    (:class:`~medvision.transforms.crop_centres.CropCentreIndicesd`), so a
+    ``CacheDataset`` keeps them with the image instead of every call recomputing them.
 
     Parameters
     ----------
@@ -403,12 +348,18 @@ def lesion_patches(
         gives the plain negative patches.
     """
     region = positive_region(roi_size)
+    image_key = None if foreground_threshold is None else IMAGE_KEY
+    image_threshold = 0.0 if foreground_threshold is None else foreground_threshold
     options: dict[str, Any] = {}
     if balance_lesions or hard_negative_share > 0.0:
         cropper: type[RandCropByPosNegLabeld] = RandCropByLesiond
         options = {"balance_lesions": balance_lesions, "hard_negative_share": hard_negative_share}
     else:
         cropper = RandCropByPosNegLabeld
+    # The centres' lists, computed once per image in the cached, deterministic part.
+    centres = CropCentreIndicesd(
+        keys[1], image_key, image_threshold, balance_lesions, hard_negative_share
+    )
     dropped: list[Transform] = []
     if hard_negative_share > 0.0:
         dropped = [FirstChannelsd(keys[1], 1)]
@@ -420,6 +371,7 @@ def lesion_patches(
     return [
         *held,
         SpatialPadd(keys, region),
+        centres,
         cropper(
             keys,
             label_key=keys[1],
@@ -427,8 +379,10 @@ def lesion_patches(
             pos=positive_fraction,
             neg=1.0 - positive_fraction,
             num_samples=samples,
-            image_key=None if foreground_threshold is None else IMAGE_KEY,
-            image_threshold=0.0 if foreground_threshold is None else foreground_threshold,
+            image_key=image_key,
+            image_threshold=image_threshold,
+            fg_indices_key=FOREGROUND_INDICES_KEY,
+            bg_indices_key=BACKGROUND_INDICES_KEY,
             **options,
         ),
         RandSpatialCropd(keys, roi_size, random_size=False),

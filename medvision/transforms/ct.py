@@ -152,7 +152,7 @@ class CtTransforms(TransformChain):
     balance_lesions
         Training with a mask: the patches around a nodule pick each nodule of the
         scan equally often, not each nodule voxel
-        (:func:`~medvision.transforms.chain.lesion_balanced_indices`).
+        (:func:`~medvision.transforms.crop_centres.lesion_balanced_indices`).
     intensity_fraction
         Training: largest random relative intensity scale and shift.
     augment_probability

@@ -16,13 +16,8 @@ from medvision.transforms import (
     default_chain,
     to_original_grid,
 )
-from medvision.transforms.chain import (
-    FirstChannelsd,
-    RandCropByLesiond,
-    lesion_balanced_indices,
-    patch_symmetries,
-    with_hard_negatives,
-)
+from medvision.transforms.chain import FirstChannelsd, RandCropByLesiond, patch_symmetries
+from medvision.transforms.crop_centres import lesion_balanced_indices, with_hard_negatives
 from medvision.transforms.ct import CtTransforms, CtWindow
 from medvision.transforms.cxr import CxrTransforms
 from medvision.transforms.loading import study_item

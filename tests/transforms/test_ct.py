@@ -13,6 +13,7 @@ from medvision.data.manifest import resolve
 from medvision.modality import Modality
 from medvision.transforms import ct
 from medvision.transforms.chain import MapKind, positive_region, to_original_grid
+from medvision.transforms.crop_centres import CropCentreIndicesd
 from medvision.transforms.loading import study_item
 from tests.transforms.phantoms import MakeStudy, device_models, dice, ground_truth_masks
 
@@ -251,6 +252,10 @@ def test_training_cuts_nodule_patches_lesion_balanced_unless_told_not_to(
     balance: bool, cropper: str
 ) -> None:
     chain = ct.CtTransforms(balance_lesions=balance).build(True, mask_key="label")
-    croppers = [type(step).__name__ for step in chain.transforms if "Crop" in type(step).__name__]
+    names = [type(step).__name__ for step in chain.transforms]
+    croppers = [name for name in names if name.startswith("RandCrop")]
     assert croppers[0] == cropper
+    # The centres' lists are computed just before it, as configured.
+    centres = chain.transforms[names.index(cropper) - 1]
+    assert isinstance(centres, CropCentreIndicesd) and centres.balance_lesions is balance
     assert ct.CtTransforms().balance_lesions is True
