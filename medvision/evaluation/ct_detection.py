@@ -412,7 +412,7 @@ class DiceLosses:
     mean_dice_touched
         Mean Dice of the touched nodules (NaN when none is): what the boundaries cost.
     small_scans
-        Scans whose annotated nodules are all below ``min_diameter_mm``.
+        Scans with annotated nodules, all of them below ``min_diameter_mm``.
     mean_dice_small_scans
         Their mean Dice (NaN when there are none).
     """
@@ -466,7 +466,7 @@ def dice_losses(
             labels = np.unique(components[nodule & predicted])
             if len(labels):
                 touched.append(dice_coefficient(np.isin(components, labels), nodule))
-        if all(n.diameter_mm < min_diameter_mm for n in scan.truth):
+        if scan.truth and all(n.diameter_mm < min_diameter_mm for n in scan.truth):
             small.append(dice)
     return DiceLosses(
         scans=len(served),

@@ -241,8 +241,11 @@ def test_dice_losses_without_touched_nodules_or_small_scans_are_nan() -> None:
     truth[0, 0, 0] = 1
     predicted = np.zeros_like(truth)
     predicted[0, 3, 3] = 1
-    losses = dice_losses([ScanDetections("A", [], [_truth(0.0, 8.0)], predicted, truth)])
-    assert (losses.scans, losses.nodules, losses.touched, losses.small_scans) == (1, 1, 0, 0)
+    unannotated = ScanDetections("B", [], [], predicted, truth)  # a mask, no annotations
+    losses = dice_losses(
+        [ScanDetections("A", [], [_truth(0.0, 8.0)], predicted, truth), unannotated]
+    )
+    assert (losses.scans, losses.nodules, losses.touched, losses.small_scans) == (2, 2, 0, 0)
     assert (losses.mean_dice, losses.mean_dice_without_false_positives) == (0.0, 0.0)
     assert math.isnan(losses.mean_dice_touched) and math.isnan(losses.mean_dice_small_scans)
 
