@@ -4,9 +4,9 @@
 indices: the lesion's (foreground) or the background's. MONAI computes both lists
 from the whole image and mask on every call, and the lesion-balanced and
 hard-negative variants (:func:`lesion_balanced_indices`, :func:`with_hard_negatives`)
-add to that. On a CT scan of 2.7 million voxels this took 41 % of the time the
-training chain spent per scan (``benchmarks/ct_patch_supply.py``; docs/training.md,
-"GPU session"), and it is the same on every call.
+add to that: work over every voxel of the scan, the same on every call
+(``benchmarks/ct_patch_supply.py`` measures the supply; docs/training.md, "GPU
+session", gives it before and after).
 
 :class:`CropCentreIndicesd` computes the lists once, in the chain's deterministic
 part, so a ``CacheDataset`` keeps them with the cached image. The background list
