@@ -121,8 +121,13 @@ def test_the_benchmark_network_files_are_valid_ct_networks(tmp_path: Path) -> No
     assert paths
     for path in paths:
         description = json.loads(path.read_text(encoding="utf-8"))
-        # TrainOptions builds the network and checks its spatial_dims, as `--network` does.
+        # TrainOptions builds the network and checks its spatial_dims, as `--network` does;
+        # a network of two input channels is for the chain with the dot filter.
         options = TrainOptions(
-            modality=Modality.CT, manifest=tmp_path, out=tmp_path, network=description
+            modality=Modality.CT,
+            manifest=tmp_path,
+            out=tmp_path,
+            network=description,
+            dot_enhancement=description["in_channels"] == 2,
         )
         assert options.network == description
