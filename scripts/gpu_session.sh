@@ -12,8 +12,10 @@
 #    and writes the weights, so a run always leaves a model):
 #    - mammography: native 512 x 384 views, 128 x 128 patches with lesion-mask
 #      supervision and the eight patch symmetries (up to MAMMO_EPOCHS, default 120);
-#    - CT: the nodule-rich set, Dice + focal, learning rate 1e-2 (up to CT_EPOCHS,
-#      default 200);
+#    - CT: the nodule-rich set, Dice + focal, learning rate 1e-2, the Hessian dot
+#      filter as a second input channel (up to CT_EPOCHS, default 200; CT_NETWORK=FILE
+#      trains the network of that file instead, e.g.
+#      benchmarks/networks/ct-unet-wide.json);
 #    the chosen commands are written to OUT_DIR/commands.txt, so the runs can be
 #    repeated exactly (same epochs: pass the epochs the metrics log says ran);
 # 3. measure inference speed on the GPU (benchmarks/inference_speed.py) for the
@@ -114,7 +116,8 @@ mammo_recipe() {
 read -ra mammo_command <<<"$(mammo_recipe "${MAMMO_PATCH:-128}")"
 mammo_command+=("${common[@]}")
 ct_command=(train --modality ct --manifest "$work/ct-plus/manifest.csv" "${common[@]}"
-    --epochs "$ct_epochs" --learning-rate 1e-2 --batch-size 4)
+    --epochs "$ct_epochs" --learning-rate 1e-2 --batch-size 4 --dot-enhancement)
+if [ -n "${CT_NETWORK:-}" ]; then ct_command+=(--network "$CT_NETWORK"); fi
 # Both end on their own; `timeout` only guards against a run that hangs, and leaves
 # the seconds the speed benchmark needs.
 stop_after=$(($(left) - ${STOP_MARGIN:-30}))
