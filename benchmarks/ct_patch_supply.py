@@ -41,13 +41,19 @@ from torch.utils.data import DataLoader
 
 from medvision.modality import FINDINGS, Modality
 from medvision.models.networks import build_network
-from medvision.training.classifier import LossKind, TrainOptions, require_masks, split_rows
+from medvision.training.classifier import (
+    LossKind,
+    TrainOptions,
+    require_mask_arrays,
+    require_masks,
+    split_rows,
+)
 from medvision.training.loop import network_memory_format, select_device
 from medvision.training.segmenter import (
+    CT_HARD_NEGATIVES_REMEDY,
     WEIGHT_DECAY,
     collate_patches,
     default_segmenter_network,
-    require_mask_arrays,
     segmentation_loss,
     segmenter_chain,
     train_epoch,
@@ -116,7 +122,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"no ct study in the train split of {args.manifest}")
     try:  # refused as medvision train refuses them, before minutes of caching
         require_masks(rows, "train", "the CT training chain")
-        require_mask_arrays(rows, args.manifest, mask_names[len(findings) :])
+        require_mask_arrays(
+            rows, args.manifest, mask_names[len(findings) :], CT_HARD_NEGATIVES_REMEDY
+        )
     except ValueError as error:
         parser.error(str(error))
     started = time.perf_counter()

@@ -790,7 +790,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_float,
         metavar="SHARE",
         help="ct: centre this share of the patches without a nodule on the train scans' mined "
-        "false positives (manifest from scripts/mine_ct_hard_negatives.py)",
+        "false positives (manifest from scripts/mine_ct_hard_negatives.py); mammo with "
+        "--patch-size: this share of the patches without a malignant lesion on the views' "
+        "benign lesions",
     )
     train.add_argument(
         "--init-from",

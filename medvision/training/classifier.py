@@ -37,7 +37,7 @@ from torch.utils.data import WeightedRandomSampler
 from medvision import __version__
 from medvision.calibration.refit import FindingCalibration
 from medvision.choices import parse_choice
-from medvision.data.manifest import ManifestRow, labelled_rows
+from medvision.data.manifest import ManifestRow, labelled_rows, resolve
 from medvision.modality import FINDINGS, LESION_MASKS, Modality
 from medvision.models.networks import build_network
 from medvision.models.registry import (
@@ -183,7 +183,10 @@ class TrainOptions:
         CT: the share of the training patches without a nodule centred on the train
         scans' mined false positives (``scripts/mine_ct_hard_negatives.py`` writes
         them as each scan's ``hard_negative`` mask and a manifest pointing at them;
-        :class:`medvision.transforms.ct.CtTransforms`).
+        :class:`medvision.transforms.ct.CtTransforms`). Mammography with a
+        ``patch_size``: the share of the patches without a malignant lesion centred
+        on the view's benign lesions (its ``benign`` mask;
+        :class:`medvision.transforms.mammo.MammoTransforms`).
     """
 
     modality: Modality
@@ -265,12 +268,21 @@ class TrainOptions:
                 f"takes LOW HIGH with 0 <= LOW <= HIGH <= 1, got {self.lesion_contrast}",
             )
         if self.hard_negatives is not None:
-            self._check_ct_option(
-                "--hard-negatives",
-                "it centres CT training patches on mined false positives",
-                0.0 < self.hard_negatives <= 1.0,
-                f"must be in (0, 1], got {self.hard_negatives}",
-            )
+            if self.modality == Modality.MAMMO:
+                if self.patch_size is None:
+                    raise ValueError(
+                        "--hard-negatives for mammography centres training patches on benign "
+                        "lesions: give --patch-size (and --lesion-masks) too"
+                    )
+            else:
+                self._check_ct_option(
+                    "--hard-negatives",
+                    "for mammography it centres training patches on benign lesions",
+                    0.0 < self.hard_negatives <= 1.0,
+                    f"must be in (0, 1], got {self.hard_negatives}",
+                )
+            if not 0.0 < self.hard_negatives <= 1.0:
+                raise ValueError(f"--hard-negatives must be in (0, 1], got {self.hard_negatives}")
         if self.patch_size is not None:
             if self.modality != Modality.MAMMO:
                 raise ValueError(
@@ -365,6 +377,36 @@ class TrainingResult:
 LESION_MASK_KEY = "lesion_mask"
 
 
+def require_mask_arrays(
+    rows: Sequence[ManifestRow], manifest: Path, names: Sequence[str], remedy: str
+) -> None:
+    """Refuse train rows whose masks file lacks one of ``names`` (checked before loading).
+
+    Only the names of the arrays are read (``<SeriesInstanceUID>__<name>``), so a
+    manifest that lacks them (CT: not mined) is refused in seconds, not after minutes
+    of caching. ``remedy`` ends the message: how to make them.
+
+    Raises
+    ------
+    ValueError
+        Naming how many studies lack a mask, the first one, and how to make them.
+    """
+    if not names:
+        return
+    missing = []
+    for row in rows:
+        assert row.masks is not None  # require_masks ran first
+        with np.load(resolve(manifest, row.masks)) as npz:
+            suffixes = {name.rsplit("__", 1)[-1] for name in npz.files}
+        if any(name not in suffixes for name in names):
+            missing.append(row.study_instance_uid)
+    if missing:
+        raise ValueError(
+            f"--hard-negatives needs the mask {', '.join(names)} in every train study's masks "
+            f"file: {len(missing)} lack it (first {missing[0]}); {remedy}"
+        )
+
+
 def training_chain(options: TrainOptions) -> TransformChain:
     """Return the modality's default chain with the options' input and patch sizes.
 
@@ -383,6 +425,8 @@ def training_chain(options: TrainOptions) -> TransformChain:
         changes["patches_per_view"] = options.patches_per_view
         if options.patch_symmetries:
             changes["patch_symmetries"] = True
+        if options.hard_negatives is not None:
+            changes["hard_negatives"] = options.hard_negatives
     known = {item.name for item in fields(chain)}
     for name in changes:
         if name not in known:

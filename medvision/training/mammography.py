@@ -61,6 +61,7 @@ from medvision.training.classifier import (
     fit,
     initial_network,
     network_for_run,
+    require_mask_arrays,
     require_masks,
     split_rows,
     training_chain,
@@ -75,6 +76,7 @@ from medvision.training.loop import (
 )
 from medvision.training.registration import register_calibrated
 from medvision.transforms.loading import IMAGE_KEY, study_item
+from medvision.transforms.mammo import BENIGN_MASK, MammoTransforms
 
 #: Default model name.
 DEFAULT_NAME = "mammo-densenet"
@@ -83,7 +85,14 @@ VIEW_FINDING = "malignancy_of_view_breast"
 #: Key of a view item's training target.
 LABEL_KEY = "label"
 #: With ``--lesion-masks``: the phantom mask that supervises each view's evidence map.
-LESION_MASK_NAMES = ("malignancy",)
+MALIGNANT_MASK = "malignancy"
+#: The same as ``mask_names`` of a chain's ``build``: one channel, the malignant mask.
+LESION_MASK_NAMES = (MALIGNANT_MASK,)
+#: How to get the masks ``--hard-negatives`` needs for mammography.
+BENIGN_NEGATIVES_REMEDY = (
+    f"the phantoms write it (medvision synth); a view without a benign lesion holds an "
+    f"empty '{BENIGN_MASK}' mask"
+)
 
 
 @dataclass(frozen=True)
@@ -262,17 +271,23 @@ def train_mammography(options: TrainOptions, progress: bool = True) -> Mammograp
         if not splits[split]:
             raise ValueError(f"no mammo study in the {split} split of {options.manifest}")
     chain = training_chain(options)
+    if not isinstance(chain, MammoTransforms):
+        raise TypeError(f"the mammography chain is {type(chain).__name__}, not MammoTransforms")
+    mask_names = chain.training_mask_names(MALIGNANT_MASK)
     if options.lesion_masks:
         require_masks(splits["train"], "train", "--lesion-masks")
+        require_mask_arrays(
+            splits["train"], options.manifest, mask_names[1:], BENIGN_NEGATIVES_REMEDY
+        )
     loading, augmentation = split_chain(
         chain.build(
             training=True,
             mask_key=LESION_MASK_KEY if options.lesion_masks else None,
-            mask_names=LESION_MASK_NAMES,
+            mask_names=mask_names,
         )
     )
     augmentation.set_random_state(seed=options.seed)
-    if getattr(chain, "patch_size", None) is not None:
+    if chain.patch_size is not None:
         augmentation = Compose([augmentation, PatchLabeld()])
     train_views = view_items(
         splits["train"],

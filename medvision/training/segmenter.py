@@ -38,7 +38,6 @@ import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -53,7 +52,6 @@ from tqdm.auto import tqdm
 from medvision.calibration.refit import (
     FindingCalibration,
 )
-from medvision.data.manifest import ManifestRow, resolve
 from medvision.evaluation.ct_detection import (
     CtDetectionEvaluation,
     dice_coefficient,
@@ -68,6 +66,7 @@ from medvision.training.classifier import (
     TrainOptions,
     initial_network,
     network_for_run,
+    require_mask_arrays,
     require_masks,
     split_rows,
     start_metrics_log,
@@ -87,6 +86,10 @@ from medvision.transforms.loading import IMAGE_KEY, MASK_KEY, study_item
 
 #: Registry name of the segmenter unless the options give one.
 DEFAULT_NAME = "ct-unet"
+#: How to make the masks ``--hard-negatives`` needs for CT.
+CT_HARD_NEGATIVES_REMEDY = (
+    "make them with scripts/mine_ct_hard_negatives.py and train on the manifest it writes"
+)
 #: AdamW weight decay (as the classifiers').
 WEIGHT_DECAY = 1e-4
 
@@ -275,34 +278,6 @@ def train_epoch(
     return total / max(count, 1)
 
 
-def require_mask_arrays(rows: Sequence[ManifestRow], manifest: Path, names: Sequence[str]) -> None:
-    """Refuse train rows whose masks file lacks one of ``names`` (checked before loading).
-
-    Only the names of the arrays are read (``<SeriesInstanceUID>__<name>``), so a
-    manifest that was not mined is refused in seconds, not after minutes of caching.
-
-    Raises
-    ------
-    ValueError
-        Naming how many studies lack a mask, the first one, and how to make them.
-    """
-    if not names:
-        return
-    missing = []
-    for row in rows:
-        assert row.masks is not None  # require_masks ran first
-        with np.load(resolve(manifest, row.masks)) as npz:
-            suffixes = {name.rsplit("__", 1)[-1] for name in npz.files}
-        if any(name not in suffixes for name in names):
-            missing.append(row.study_instance_uid)
-    if missing:
-        raise ValueError(
-            f"--hard-negatives needs the mask {', '.join(names)} in every train study's masks "
-            f"file: {len(missing)} lack it (first {missing[0]}); make them with "
-            "scripts/mine_ct_hard_negatives.py and train on the manifest it writes"
-        )
-
-
 def segmenter_chain(options: TrainOptions, chain: CtTransforms | None = None) -> CtTransforms:
     """Return the CT chain a run trains with: ``chain``, else the default one.
 
@@ -405,7 +380,9 @@ def train_ct_segmenter(
         )
 
     train_names = chain.training_mask_names(findings)
-    require_mask_arrays(splits["train"], options.manifest, train_names[len(findings) :])
+    require_mask_arrays(
+        splits["train"], options.manifest, train_names[len(findings) :], CT_HARD_NEGATIVES_REMEDY
+    )
     train_transforms = chain.build(True, mask_key=MASK_KEY, mask_names=train_names)
     train_transforms.set_random_state(seed=options.seed)
     train_set = CacheDataset(

@@ -25,8 +25,9 @@ Steps (image and optional mask together):
    ``patches_per_view`` patches of that size, a share ``positive_fraction`` of
    them cut around the malignant lesion (at a random place, so the lesion is not
    always in the middle) and the others anywhere in the breast
-   (:func:`~medvision.transforms.chain.lesion_patches`). A lesion covers well
-   under 1 % of a view; patches show the network many more of them per CPU
+   (:func:`~medvision.transforms.chain.lesion_patches`), or, with
+   ``hard_negatives``, that share of them around a benign lesion. A lesion covers
+   well under 1 % of a view; patches show the network many more of them per CPU
    second, and the fully convolutional network still scores whole views;
 7. training only: a mild random affine (rotation up to 10 degrees, zoom up to
    10 %) and mild intensity scaling and shifting. No flips of whole views:
@@ -67,8 +68,11 @@ INPUT_SIZE: tuple[int, int] = (256, 192)
 CHANNELS = 1
 #: Views of a screening study, in item order (ImageLaterality, ViewPosition).
 VIEWS: tuple[tuple[str, str], ...] = VIEW_ORDER
+#: The phantoms' mask of a view's benign lesions (circumscribed masses, coarse
+#: calcifications).
+BENIGN_MASK = "benign"
 #: Masks of the phantoms' ground truth, in channel order.
-MASK_NAMES: tuple[str, ...] = ("malignancy", "benign")
+MASK_NAMES: tuple[str, ...] = ("malignancy", BENIGN_MASK)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +109,13 @@ class MammoTransforms(TransformChain):
     patch_symmetries
         Training with a ``patch_size``: flip each patch along each axis at random
         and turn a square one by a random multiple of 90 degrees.
+    hard_negatives
+        Training with a ``patch_size``: the share of the patches not cut around a
+        malignant lesion that are cut around one of the view's benign lesions
+        (circumscribed masses, coarse calcifications: the look-alikes a reader must
+        not flag), the mask :data:`BENIGN_MASK`, loaded as a second mask channel
+        (:meth:`training_mask_names`) and dropped once the patches are cut; a view
+        without a benign lesion gives the plain patches. 0 (default): none.
     """
 
     name = "mammo"
@@ -124,6 +135,11 @@ class MammoTransforms(TransformChain):
     positive_fraction: float = 0.5
     foreground_threshold: float = 0.1
     patch_symmetries: bool = False
+    hard_negatives: float = 0.0
+
+    def training_mask_names(self, lesion: str) -> tuple[str, ...]:
+        """Return the masks a training view loads: ``lesion``, then the benign one's."""
+        return (lesion, BENIGN_MASK) if self.hard_negatives > 0.0 else (lesion,)
 
     def __post_init__(self) -> None:
         """Check the parameters."""
@@ -140,6 +156,8 @@ class MammoTransforms(TransformChain):
                 )
         if not 0.0 <= self.positive_fraction <= 1.0:
             raise ValueError(f"positive_fraction must be in [0, 1], got {self.positive_fraction}")
+        if not 0.0 <= self.hard_negatives <= 1.0:
+            raise ValueError(f"hard_negatives must be in [0, 1], got {self.hard_negatives}")
         if not 0.0 < self.breast_fraction < 1.0 or self.crop_margin < 0:
             raise ValueError(
                 "breast_fraction must be in (0, 1) and crop_margin 0 or more, got "
@@ -166,6 +184,7 @@ class MammoTransforms(TransformChain):
                 self.positive_fraction,
                 self.patches_per_view,
                 foreground_threshold=self.foreground_threshold,
+                hard_negative_share=self.hard_negatives,
             )
             if self.patch_symmetries:
                 steps += patch_symmetries(keys, self.patch_size)

@@ -17,12 +17,14 @@ from medvision.synth.generator import SynthConfig, generate
 from medvision.training.classifier import LESION_MASK_KEY, LossKind, TrainOptions
 from medvision.training.mammography import (
     LESION_MASK_NAMES,
+    MALIGNANT_MASK,
     PatchLabeld,
     per_breast_auroc,
     split_chain,
     train_mammography,
     view_items,
 )
+from medvision.transforms.crop_centres import BACKGROUND_INDICES_KEY
 from medvision.transforms.loading import study_item
 from medvision.transforms.mammo import MammoTransforms
 
@@ -128,11 +130,12 @@ def test_patch_training_records_its_patches_and_serves_whole_views(tmp_path: Pat
         patch_size=(64, 48),
         patches_per_view=3,
         patch_symmetries=True,
+        hard_negatives=0.5,
     )
     result = train_mammography(options, progress=False)
     parameters = result.entry.transforms["parameters"]
     assert parameters["patch_size"] == [64, 48] and parameters["patches_per_view"] == 3
-    assert parameters["patch_symmetries"] is True
+    assert parameters["patch_symmetries"] is True and parameters["hard_negatives"] == 0.5
     assert result.entry.input_size == (128, 96)
     assert [record.epoch for record in result.epochs] == [1, 2]
     # Tuning scored whole views: two classes of breasts among the tune views.
@@ -242,6 +245,9 @@ def test_a_patch_s_target_is_whether_it_holds_lesion_pixels() -> None:
         ({"patch_size": None, "patch_symmetries": True}, "--patch-symmetries applies to patches"),
         ({}, None),
         ({"patch_symmetries": True}, None),
+        ({"patch_size": None, "hard_negatives": 0.5}, "give --patch-size"),
+        ({"hard_negatives": 1.5}, r"--hard-negatives must be in \(0, 1\]"),
+        ({"hard_negatives": 0.5}, None),
     ],
 )
 def test_patch_training_refuses_bad_combinations(
@@ -261,3 +267,44 @@ def test_patch_training_refuses_bad_combinations(
     else:
         with pytest.raises(ValueError, match=message):
             TrainOptions(**options)
+
+
+def test_hard_negative_patches_are_centred_on_benign_lesions_only(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    config = SynthConfig((Modality.MAMMO,), 12, 5, data, prevalence={"*": 0.5}, workers=1)
+    rows = generate(config, progress=False)
+    chain = MammoTransforms(input_size=(128, 96), patch_size=(32, 32), hard_negatives=1.0)
+    names = chain.training_mask_names(MALIGNANT_MASK)
+    assert names == ("malignancy", "benign")
+    assert MammoTransforms().training_mask_names(MALIGNANT_MASK) == ("malignancy",)
+    loading, augmentation = split_chain(
+        chain.build(training=True, mask_key=LESION_MASK_KEY, mask_names=names)
+    )
+    benign_views = 0
+    for row in rows:
+        for view in loading(study_item(row, data / "manifest.csv")):
+            mask = np.asarray(view[LESION_MASK_KEY])
+            assert mask.shape[0] == 2  # malignant, then benign
+            benign = np.flatnonzero(((mask[1] > 0) & (mask[0] == 0)).ravel())
+            background = np.asarray(view[BACKGROUND_INDICES_KEY])
+            if len(benign):
+                # A share of 1: every patch without a malignant lesion around a benign one.
+                benign_views += 1
+                assert sorted(set(background.tolist())) == benign.tolist()
+                patches = augmentation(view)
+                assert all(tuple(p[LESION_MASK_KEY].shape) == (1, 32, 32) for p in patches)
+            else:  # no benign lesion: the plain patches, anywhere in the breast
+                assert len(background) > 32 * 32
+    assert benign_views > 0
+
+
+def test_hard_negative_training_refuses_views_without_a_benign_mask(tmp_path: Path) -> None:
+    options = _tiny_run(tmp_path, loss=LossKind.BCE, patch_size=(64, 48), hard_negatives=0.5)
+    for row in read_manifest(options.manifest):
+        assert row.masks is not None
+        path = options.manifest.parent / row.masks
+        with np.load(path) as npz:
+            kept = {k: npz[k] for k in npz.files if not k.endswith("__benign")}
+        np.savez_compressed(path, **kept)
+    with pytest.raises(ValueError, match="--hard-negatives needs the mask benign in every train"):
+        train_mammography(options, progress=False)

@@ -237,8 +237,8 @@ def test_options_refuse_a_spacing_or_positive_fraction_outside_ct_or_range(tmp_p
         with pytest.raises(ValueError, match="--lesion-contrast takes LOW HIGH with 0 <= LOW"):
             TrainOptions(Modality.CT, tmp_path, tmp_path, lesion_contrast=interval)  # type: ignore[arg-type]
     assert TrainOptions(Modality.CT, tmp_path, tmp_path, lesion_contrast=(0.5, 0.5)).lesion_contrast
-    with pytest.raises(ValueError, match="--hard-negatives applies to CT; it centres CT"):
-        TrainOptions(Modality.MAMMO, tmp_path, tmp_path, hard_negatives=0.5)
+    with pytest.raises(ValueError, match="--hard-negatives applies to CT; for mammography"):
+        TrainOptions(Modality.CXR, tmp_path, tmp_path, hard_negatives=0.5)
     for share in (0.0, 1.5):
         with pytest.raises(ValueError, match=r"--hard-negatives must be in \(0, 1\]"):
             TrainOptions(Modality.CT, tmp_path, tmp_path, hard_negatives=share)
