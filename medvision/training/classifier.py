@@ -278,8 +278,8 @@ class TrainOptions:
                 self._check_ct_option(
                     "--hard-negatives",
                     "for mammography it centres training patches on benign lesions",
-                    0.0 < self.hard_negatives <= 1.0,
-                    f"must be in (0, 1], got {self.hard_negatives}",
+                    True,
+                    "",
                 )
             if not 0.0 < self.hard_negatives <= 1.0:
                 raise ValueError(f"--hard-negatives must be in (0, 1], got {self.hard_negatives}")
