@@ -18,7 +18,11 @@ scan), Dice, and per device and per nodule type (solid, part-solid, ground-glass
 how many of those nodules any kept component hits; and where the mean Dice is lost
 (``medvision.evaluation.ct_detection.dice_losses``: the mean Dice without the
 false-positive components, the ground-truth nodules a predicted component touches
-and their own Dice, and the scans whose nodules are all below 6 mm).
+and their own Dice, and the scans whose nodules are all below 6 mm). A model that
+grades (the fundus model's DR grade) adds the quadratic weighted kappa of its grades
+against the phantoms' (with a patient-bootstrap 95 % interval), the share graded
+exactly and within one grade, the confusion matrix and each cut point's AUROC
+(``medvision.evaluation.grading``).
 
 Usage::
 
@@ -49,6 +53,8 @@ from medvision.evaluation.ct_detection import (
     evaluate_ct_detection,
     scan_detections,
 )
+from medvision.evaluation.grading import grade_agreement, quadratic_weighted_kappa
+from medvision.grading import parse_grade, scale_named
 from medvision.inference.scoring import StudyScore
 from medvision.modality import Modality
 from medvision.models.registry import load_registry
@@ -56,6 +62,7 @@ from medvision.pipeline import analyze
 from medvision.pipeline.results import StudyResult
 from medvision.synth.catalogue import site_named
 from medvision.synth.generator import SynthConfig, generate
+from validation.bootstrap import cluster_bootstrap
 
 #: Sites of the bundled models' training sets (scripts/train_bundled_models.sh).
 TRAINING_SITES = (
@@ -146,6 +153,7 @@ def _classifier_figures(
         if len(set(labels)) < 2:
             continue
         figures.findings.append(_finding_figures(name, probabilities, labels, thresholds.pop()))
+    grading_figures(results, rows, figures)
     if figures.modality == Modality.MAMMO.value:
         probabilities, labels = [], []
         for result in results:
@@ -157,6 +165,42 @@ def _classifier_figures(
         figures.extra["per_breast_auroc"] = per_breast.auroc
         figures.extra["breasts"] = per_breast.cases
         figures.extra["malignant_breasts"] = per_breast.positives
+
+
+def grading_figures(
+    results: list[StudyResult], rows: dict[str, ManifestRow], figures: SetFigures
+) -> None:
+    """Add the grade agreement of a grading model's results to ``figures.extra`` (if any)."""
+    graded = [
+        (result, finding.grade)
+        for result in results
+        for finding in result.findings
+        if finding.grade is not None
+    ]
+    if not graded:
+        return
+    scale = scale_named(graded[0][1].scale, Modality(figures.modality))
+    truth = [parse_grade(rows[r.study_instance_uid].extra[scale.name], scale) for r, _ in graded]
+    predicted = [grade.value for _, grade in graded]
+    agreement = grade_agreement(truth, predicted, [grade.at_least for _, grade in graded], scale)
+    interval = cluster_bootstrap(
+        lambda given, expected: quadratic_weighted_kappa(expected, given, len(scale.levels)),
+        predicted,
+        truth,
+        [rows[r.study_instance_uid].patient_id or r.study_instance_uid for r, _ in graded],
+        seed=0,
+    )
+    name = scale.name
+    figures.extra.update(
+        {
+            f"{name}_quadratic_kappa": agreement.quadratic_kappa,
+            f"{name}_quadratic_kappa_ci": f"{interval.ci_low:.3f}–{interval.ci_high:.3f}",
+            f"{name}_exact": agreement.exact,
+            f"{name}_within_one": agreement.within_one,
+            f"{name}_confusion_rows_true": [list(row) for row in agreement.confusion],
+            **{f"{name}_ge_{k}_auroc": v for k, v in agreement.cut_auroc.items()},
+        }
+    )
 
 
 def ct_figures(

@@ -221,6 +221,8 @@ def _train(args: argparse.Namespace) -> int:
             dot_enhancement=args.dot_enhancement,
             lesion_contrast=tuple(args.lesion_contrast) if args.lesion_contrast else None,
             hard_negatives=args.hard_negatives,
+            grade=args.grade,
+            grade_only=args.grade_only,
             network=_read_network(args.network) if args.network else {},
         )
     except ValueError as error:
@@ -230,7 +232,7 @@ def _train(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise UsageError(str(error)) from None
     entry = result.entry
-    outcome = CalibrationOutcome(entry=entry, findings=result.calibration)
+    outcome = CalibrationOutcome(entry=entry, findings=result.calibration, grading=result.grading)
     report = calibration_report(
         outcome,
         manifest=args.manifest,
@@ -793,6 +795,18 @@ def build_parser() -> argparse.ArgumentParser:
         "false positives (manifest from scripts/mine_ct_hard_negatives.py); mammo with "
         "--patch-size: this share of the patches without a malignant lesion on the views' "
         "benign lesions",
+    )
+    train.add_argument(
+        "--grade",
+        action="store_true",
+        help="fundus: also learn the DR grade 0-4 (manifest column dr_grade), one output per "
+        "cut point beside referable_dr; predictions then report the grade",
+    )
+    train.add_argument(
+        "--grade-only",
+        action="store_true",
+        help="with --grade and --init-from: train only the grade's outputs on the frozen "
+        "model, whose findings stay exactly as they were",
     )
     train.add_argument(
         "--init-from",

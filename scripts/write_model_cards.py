@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from medvision.calibration.recalibration import report_path_for
+from medvision.grading import GradeScale
 from medvision.models.registry import ModelEntry, load_registry
 
 #: The line of scripts/train_bundled_models.sh that trains each modality.
@@ -65,7 +66,17 @@ def _metrics(models: Path, name: str) -> tuple[list[dict[str, Any]], dict[str, A
     return epochs, kept
 
 
-def _acceptance_rows(acceptance: list[dict[str, Any]], modality: str) -> list[str]:
+def _initialised_from(models: Path, name: str) -> dict[str, Any]:
+    """Return the metrics log's first line when it names the entry the run started from."""
+    path = models / f"{name}.metrics.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    first: dict[str, Any] = json.loads(lines[0]) if lines else {}
+    return first if "initialised_from" in first else {}
+
+
+def _acceptance_rows(
+    acceptance: list[dict[str, Any]], modality: str, grading: str = ""
+) -> list[str]:
     rows = [
         "| set | finding | cases (positive) | AUROC | ECE | sensitivity (95 % CI) "
         "| specificity (95 % CI) |",
@@ -85,9 +96,89 @@ def _acceptance_rows(acceptance: list[dict[str, Any]], modality: str) -> list[st
                 f"{f['specificity_ci'][1]:.3f}) |"
             )
         for key, value in figures.get("extra", {}).items():
+            if grading and key.startswith(f"{grading}_"):
+                continue  # in the grading section
             shown = f"{value:.3f}" if isinstance(value, float) else str(value)
             extras.append(f"- {figures['kind']}: {key.replace('_', ' ')} {shown}")
     return [*rows, "", *extras] if len(rows) > 2 else ["Not measured yet."]
+
+
+def _weak_grades(confusion: list[list[int]], scale: GradeScale) -> list[str]:
+    """Return a line for each grade reported right for fewer than half its eyes."""
+    lines = []
+    for k, row in enumerate(confusion):
+        total = sum(row)
+        if not total or 2 * row[k] >= total:
+            continue
+        others = ", ".join(f"{count} as {j}" for j, count in enumerate(row) if j != k and count)
+        lines.append(
+            f"- {scale.title} {k} ({scale.levels[k]}): {row[k]} of {total} reported as {k}; "
+            f"{others}."
+        )
+    return lines
+
+
+def _grading_section(entry: ModelEntry, acceptance: list[dict[str, Any]]) -> list[str]:
+    """Return the card's section on the grade the model reports (none if it does not grade)."""
+    scale = entry.grade_scale
+    if scale is None:
+        return []
+    name = scale.name
+    levels = "; ".join(f"{k} {level}" for k, level in enumerate(scale.levels))
+    lines = [
+        f"## Grading: {name}",
+        "",
+        f"Beside {scale.finding} (grade {scale.finding_from} or more) the model reports the "
+        f"grade ({levels}) from one output per further cut point "
+        f"({', '.join(scale.output_names())}). "
+        f"The grade agrees with the finding's decision: a flagged study is graded "
+        f"{scale.finding_from} or more, an unflagged one below; within each side it is the "
+        "highest cut point whose probability reaches its threshold (`medvision.grading`), "
+        "chosen on the tune and calibration splits for the best quadratic weighted kappa: "
+        + ", ".join(f"{name} {value:.2f}" for name, value in entry.grade_thresholds.items())
+        + f". Only {scale.finding}'s probability is calibrated.",
+        "",
+    ]
+    sets = [f for f in acceptance if f["modality"] == entry.modality.value]
+    sets = [f for f in sets if f"{name}_quadratic_kappa" in f.get("extra", {})]
+    if not sets:
+        return [*lines, "Not measured yet.", ""]
+    lines += [
+        "| set | cases | quadratic weighted kappa (95 % CI) | exact | within one grade | "
+        + " | ".join(f"AUROC grade ≥ {k}" for k in range(1, len(scale.levels)))
+        + " |",
+        "|---|---|---|---|---|" + "---|" * (len(scale.levels) - 1),
+    ]
+    for f in sets:
+        extra = f["extra"]
+        confusion = extra[f"{name}_confusion_rows_true"]
+        lines.append(
+            f"| {f['kind']} | {sum(sum(row) for row in confusion)} "
+            f"| {extra[f'{name}_quadratic_kappa']:.3f} ({extra[f'{name}_quadratic_kappa_ci']}) "
+            f"| {extra[f'{name}_exact']:.3f} | {extra[f'{name}_within_one']:.3f} | "
+            + " | ".join(
+                f"{extra[f'{name}_ge_{k}_auroc']:.3f}" for k in range(1, len(scale.levels))
+            )
+            + " |"
+        )
+    held_out = next((f for f in sets if f["kind"] == "held-out"), sets[0])
+    weak = _weak_grades(held_out["extra"][f"{name}_confusion_rows_true"], scale)
+    if weak:
+        lines += ["", f"Grades mostly missed on the {held_out['kind']} phantoms:", "", *weak]
+    for f in sets:
+        confusion = f["extra"][f"{name}_confusion_rows_true"]
+        lines += [
+            "",
+            f"{f['kind'].capitalize()}: true grade (rows) against reported grade (columns).",
+            "",
+            "| true grade | " + " | ".join(str(k) for k in range(len(confusion))) + " |",
+            "|---|" + "---|" * len(confusion),
+            *(
+                f"| {k} | " + " | ".join(str(v) for v in row) + " |"
+                for k, row in enumerate(confusion)
+            ),
+        ]
+    return [*lines, ""]
 
 
 def render_card(entry: ModelEntry, models: Path, acceptance: list[dict[str, Any]]) -> str:
@@ -128,9 +219,16 @@ def render_card(entry: ModelEntry, models: Path, acceptance: list[dict[str, Any]
         "",
     ]
     if epochs:
+        start = _initialised_from(models, entry.name)
+        origin = (
+            f"Started from `{start['initialised_from']}` (weights SHA-256 "
+            f"`{start['weights_sha256']}`); "
+            if start
+            else ""
+        )
         lines.append(
-            f"{len(epochs)} epochs; kept epoch {kept.get('kept_epoch', '?')} (best on the "
-            "tuning split); per-epoch figures in "
+            f"{origin}{len(epochs)} epochs; kept epoch {kept.get('kept_epoch', '?')} (best on "
+            "the tuning split); per-epoch figures in "
             f"`medvision/models/weights/{entry.name}.metrics.jsonl`."
         )
         lines.append("")
@@ -169,8 +267,9 @@ def render_card(entry: ModelEntry, models: Path, acceptance: list[dict[str, Any]
         "`python benchmarks/model_acceptance.py --models medvision/models/weights "
         "--out build/acceptance --json docs/model_cards/acceptance.json`.",
         "",
-        *_acceptance_rows(acceptance, entry.modality.value),
+        *_acceptance_rows(acceptance, entry.modality.value, entry.grading),
         "",
+        *_grading_section(entry, acceptance),
         "## Limitations",
         "",
         "- Phantoms are simple: real anatomy, pathology and artefacts are far richer. "

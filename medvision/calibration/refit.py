@@ -22,6 +22,9 @@ what is calibrated is what is served. Per finding:
 3. ECE and Brier score before (sigmoid of the raw logit) and after calibration are
    reported on the calibration split, and on ``test`` when it has both classes.
 
+A grading model's further cut points then get their thresholds on the same two
+splits (:func:`calibrate_grading`, :mod:`medvision.calibration.grade_thresholds`).
+
 Optionally (``per_site``) a calibrator is also fitted per acquiring site that has
 enough cases; :func:`calibrator_for_site` picks it at inference time and falls
 back to the pooled calibrator for a site not seen.
@@ -37,10 +40,12 @@ from typing import Any
 import numpy as np
 import torch
 from numpy.typing import NDArray
+from scipy.special import expit
 from sklearn.metrics import roc_auc_score
 from torch import nn
 from tqdm.auto import tqdm
 
+from medvision.calibration.grade_thresholds import GradeCalibration, fit_cut_thresholds
 from medvision.calibration.metrics import brier_score, expected_calibration_error
 from medvision.calibration.operating_point import (
     OperatingPoint,
@@ -54,6 +59,8 @@ from medvision.calibration.scaling import (
     fit_best_calibrator,
 )
 from medvision.data.manifest import ManifestRow, labelled_rows
+from medvision.evaluation.grading import quadratic_weighted_kappa
+from medvision.grading import grade_values, row_grades
 from medvision.inference.scoring import PreparedStudy, StudyScore, scorer_for
 from medvision.models.registry import ModelEntry
 from medvision.transforms.loading import study_item
@@ -123,13 +130,16 @@ def calibrated_probabilities(
 class SplitScores:
     """Raw scores of one split: ``logits`` and ``labels`` are ``(studies, findings)``.
 
-    ``studies`` holds the scorer's full output (locations, masks) when it was kept.
+    ``studies`` holds the scorer's full output (locations, masks) when it was kept;
+    ``grade_logits`` is ``(studies, cut points)`` for a grading model (the further
+    cut points' logits, :mod:`medvision.grading`), else empty.
     """
 
     rows: list[ManifestRow]
     logits: NDArray[np.float64]
     labels: NDArray[np.float64]
     studies: tuple[StudyScore, ...] = ()
+    grade_logits: NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 0)))
 
     @property
     def sites(self) -> list[str]:
@@ -169,11 +179,14 @@ def score_rows(
         scores += scorer.score(network, entry, batch, device)
     logits = np.array([[s.logits[f] for f in entry.findings] for s in scores], dtype=np.float64)
     labels = np.array([[row.labels[f] for f in entry.findings] for row in rows], dtype=np.float64)
+    cuts = len(entry.output_names) - len(entry.findings)
+    grade_logits = np.array([s.grade_logits for s in scores], dtype=np.float64)
     return SplitScores(
         rows=list(rows),
         logits=logits.reshape(len(rows), len(entry.findings)),
         labels=labels.reshape(len(rows), len(entry.findings)),
         studies=tuple(scores) if keep_studies else (),
+        grade_logits=grade_logits.reshape(len(rows), cuts),
     )
 
 
@@ -222,14 +235,11 @@ class FindingCalibration:
 
 @dataclass(frozen=True)
 class CalibrationOutcome:
-    """The recalibrated entry and, per finding, what calibration did."""
+    """The recalibrated entry, per finding what calibration did, and the grade's thresholds."""
 
     entry: ModelEntry
     findings: dict[str, FindingCalibration]
-
-
-def _sigmoid(values: NDArray[np.float64]) -> NDArray[np.float64]:
-    return 1.0 / (1.0 + np.exp(-values))
+    grading: GradeCalibration | None = None
 
 
 def _both_classes(labels: NDArray[Any]) -> bool:
@@ -341,9 +351,9 @@ def calibrate_model(
             }
         report[finding] = FindingCalibration(
             method=str(parameters["method"]),
-            ece_before=expected_calibration_error(_sigmoid(logits), labels),
+            ece_before=expected_calibration_error(expit(logits), labels),
             ece_after=expected_calibration_error(after, labels),
-            brier_before=brier_score(_sigmoid(logits), labels),
+            brier_before=brier_score(expit(logits), labels),
             brier_after=brier_score(after, labels),
             operating_point=point,
             sites=sorted(site_parameters),
@@ -351,4 +361,61 @@ def calibrate_model(
             **test_values,
         )
     outcome_entry = replace(entry, calibration=calibration, thresholds=thresholds)
-    return CalibrationOutcome(entry=outcome_entry, findings=report)
+    grading = None
+    if outcome_entry.grade_scale is not None:
+        grading = calibrate_grading(outcome_entry, scored)
+        outcome_entry = replace(outcome_entry, grade_thresholds=grading.thresholds)
+    return CalibrationOutcome(entry=outcome_entry, findings=report, grading=grading)
+
+
+def _graded_cases(
+    entry: ModelEntry, scored: Mapping[str, SplitScores], splits: Sequence[str]
+) -> tuple[NDArray[np.bool_], NDArray[np.float64], list[int]]:
+    """Return the splits' findings decisions, cut-point probabilities and true grades."""
+    scale = entry.grade_scale
+    if scale is None:
+        raise ValueError(f"model {entry.name} does not grade")
+    column = entry.findings.index(scale.finding)
+    logits = np.concatenate([scored[s].logits for s in splits])
+    sites = [site for s in splits for site in scored[s].sites]
+    probabilities = calibrated_probabilities(entry, logits, sites)[:, column]
+    flagged = probabilities >= entry.thresholds[scale.finding]
+    cuts = expit(np.concatenate([scored[s].grade_logits for s in splits]))
+    truth = [grade for s in splits for grade in row_grades(scored[s].rows, scale, s)]
+    return flagged, cuts, truth
+
+
+def calibrate_grading(entry: ModelEntry, scored: Mapping[str, SplitScores]) -> GradeCalibration:
+    """Choose the grade's cut-point thresholds on ``tune`` and ``calibration`` together.
+
+    ``entry`` has its findings' calibration and thresholds already
+    (:mod:`medvision.calibration.grade_thresholds`).
+
+    Raises
+    ------
+    ValueError
+        If a study of those splits has no grade in the manifest.
+    """
+    scale = entry.grade_scale
+    if scale is None:
+        raise ValueError(f"model {entry.name} does not grade")
+    levels = len(scale.levels)
+    flagged, cuts, truth = _graded_cases(entry, scored, OPERATING_POINT_SPLITS)
+    chosen = fit_cut_thresholds(scale, flagged, cuts, truth)
+    at_half = grade_values(scale, flagged, cuts)
+    decoded = grade_values(scale, flagged, cuts, chosen)
+    test_cases, test_kappa = 0, None
+    if "test" in scored and len(scored["test"].rows):
+        test_flagged, test_cuts, test_truth = _graded_cases(entry, scored, ("test",))
+        test_cases = len(test_truth)
+        test_decoded = grade_values(scale, test_flagged, test_cuts, chosen)
+        test_kappa = quadratic_weighted_kappa(test_truth, test_decoded, levels)
+    return GradeCalibration(
+        scale=scale.name,
+        thresholds=dict(zip(scale.output_names(), chosen, strict=True)),
+        cases=len(truth),
+        kappa_at_half=quadratic_weighted_kappa(truth, at_half, levels),
+        kappa=quadratic_weighted_kappa(truth, decoded, levels),
+        test_cases=test_cases,
+        test_kappa=test_kappa,
+    )

@@ -6,7 +6,9 @@ on ``tune`` and ``calibration`` together with its sensitivity and specificity th
 (JSON key ``operating_point``; Wilson 95 % intervals,
 :func:`medvision.statistics.wilson_interval`), and, when the test split has both
 classes, the calibrated ECE and Brier score and the threshold's sensitivity and
-specificity on ``test``.
+specificity on ``test``. A grading model adds ``grading``: its cut points'
+thresholds and the quadratic weighted kappa they give
+(:class:`~medvision.calibration.grade_thresholds.GradeCalibration`).
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ def calibration_report(
         "target_sensitivity": target_sensitivity,
         "per_site": per_site,
         "findings": findings,
+        **({"grading": asdict(outcome.grading)} if outcome.grading is not None else {}),
     }
 
 
@@ -137,4 +140,14 @@ def format_calibration_table(outcome: CalibrationOutcome, target_sensitivity: fl
                 f"warning: {name} does not discriminate on the calibration split (AUROC "
                 f"{finding.auroc:.3f}); its calibrated probability carries no information"
             )
+    grading = outcome.grading
+    if grading is not None:
+        chosen = ", ".join(f"{name} {value:.2f}" for name, value in grading.thresholds.items())
+        on_test = "" if grading.test_kappa is None else f"; on test {grading.test_kappa:.3f}"
+        lines += [
+            "",
+            f"{grading.scale}: cut-point thresholds {chosen} (chosen on tune + calibration, "
+            f"{grading.cases} studies); quadratic weighted kappa there {grading.kappa:.3f} "
+            f"(at one half {grading.kappa_at_half:.3f}){on_test}",
+        ]
     return "\n".join(lines)

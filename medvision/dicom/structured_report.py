@@ -10,7 +10,10 @@ place when there is none):
   DICOM standard's code tables have the concept, else the private scheme
   :data:`PRIVATE_SCHEME`, declared in the document's Coding Scheme Identification);
 - **qualitative evaluation** "Presence of property" (DCM 121052): Present (SCT
-  52101004) when the finding is flagged, Absent (SCT 272519000) when not;
+  52101004) when the finding is flagged, Absent (SCT 272519000) when not; where the
+  model grades the finding (the DR grade on ``referable_dr``), a second one,
+  "Severity" (SCT 246112005), whose value is the grade (:data:`GRADE_CODES`, private
+  scheme: the standard's code tables have no DR severity levels);
 - **measurements**: the calibrated probability (DCM 122157 "Probability") and the
   threshold it was judged against (DCM 122411 "Threshold Value"), unit UCUM ``1``;
   for a CT nodule also its diameter (SCT 81827009, mm);
@@ -44,6 +47,7 @@ from medvision import __version__
 if TYPE_CHECKING:
     from medvision.pipeline.results import StudyResult
 from medvision.explain.heatmaps import Heatmap
+from medvision.grading import DR_GRADE, Grade
 from medvision.inference.scoring import Location
 from medvision.modality import Modality
 
@@ -60,6 +64,14 @@ FINDING_CODES: dict[str, Code] = {
     "malignancy_left": Code("MALL", PRIVATE_SCHEME, "Malignancy in the left breast"),
     "malignancy_right": Code("MALR", PRIVATE_SCHEME, "Malignancy in the right breast"),
 }
+#: Per grading scale, the coded value of each grade (private scheme).
+GRADE_CODES: dict[str, tuple[Code, ...]] = {
+    DR_GRADE.name: tuple(
+        Code(f"DRG{k}", PRIVATE_SCHEME, f"{DR_GRADE.title} {k}: {level}")
+        for k, level in enumerate(DR_GRADE.levels)
+    )
+}
+SEVERITY = codes.SCT.Severity
 PRESENCE = codes.DCM.PresenceOfProperty
 PRESENT = codes.SCT.Present
 ABSENT = codes.SCT.Absent
@@ -142,6 +154,7 @@ def finding_groups(
     algorithm: hd.sr.AlgorithmIdentification,
     places: Sequence[tuple[hd.sr.ImageRegion | hd.sr.ImageRegion3D, float | None]],
     sources: Sequence[Dataset],
+    grade: Grade | None = None,
 ) -> list[
     hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
     | hd.sr.MeasurementsAndQualitativeEvaluations
@@ -155,6 +168,10 @@ def finding_groups(
     """
     code = FINDING_CODES[finding]
     evaluation = [hd.sr.QualitativeEvaluation(PRESENCE, PRESENT if flagged else ABSENT)]
+    if grade is not None:
+        evaluation.append(
+            hd.sr.QualitativeEvaluation(SEVERITY, GRADE_CODES[grade.scale][grade.value])
+        )
 
     def measurements(diameter: float | None) -> list[hd.sr.Measurement]:
         values = [
@@ -276,6 +293,7 @@ def study_report(
             algorithm,
             places,
             sources,
+            finding.grade,
         )
     procedure = (
         codes.SCT.Mammography if result.modality == Modality.MAMMO else codes.SCT.ImagingProcedure

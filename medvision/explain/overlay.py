@@ -7,6 +7,7 @@ above :data:`SHOW_FROM` (opacity rising with the heat, so low values leave the
 anatomy visible), a cross at the heatmap's peak, and a legend band at the bottom:
 
     <finding>: probability 0.87 (threshold 0.42) - FLAGGED
+    DR grade 3: severe non-proliferative DR        (where the model grades the finding)
     AI result - not for primary diagnosis
 
 The same rendering serves ``medvision explain`` (PNG files) and the DICOM
@@ -20,6 +21,7 @@ from matplotlib import colormaps, font_manager
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFont
 
+from medvision.grading import Grade
 from medvision.modality import finding_name
 
 #: Heat below this is not drawn.
@@ -54,12 +56,16 @@ def _legend_font(lines: list[str], width: int, size: int) -> tuple[int, ImageFon
         size -= 1
 
 
-def legend_lines(finding: str, probability: float, threshold: float) -> list[str]:
-    """Return the legend's lines for one finding (see the module docstring)."""
+def legend_lines(
+    finding: str, probability: float, threshold: float, grade: Grade | None = None
+) -> list[str]:
+    """Return the legend's lines for one finding, with its grade if it has one."""
     verdict = "FLAGGED" if probability >= threshold else "not flagged"
     name = finding_name(finding)
+    graded = [] if grade is None else [str(grade)]
     return [
         f"{name}: probability {probability:.2f} (threshold {threshold:.2f}) - {verdict}",
+        *graded,
         NOT_FOR_DIAGNOSIS,
     ]
 

@@ -90,13 +90,16 @@ class ImageClassifierScorer:
         studies: Sequence[PreparedStudy],
         device: torch.device,
     ) -> list[StudyScore]:
-        """Score studies in one batch: one logit per finding of ``entry``, no locations.
+        """Score studies in one batch: one logit per output of ``entry``, no locations.
+
+        The outputs are the findings, then a grading scale's further cut points
+        (``ModelEntry.output_names``), whose logits go to ``grade_logits``.
 
         Raises
         ------
         ValueError
             If a study has other than one prepared image, or the network does not
-            give one logit per finding.
+            give one logit per output.
         """
         if not studies:
             return []
@@ -109,12 +112,14 @@ class ImageClassifierScorer:
         images = torch.stack([plain_tensor(study.inputs[0][IMAGE_KEY]) for study in studies])
         network.to(device)
         logits = forward_logits(network, images, device)
-        if logits.shape != (len(studies), len(entry.findings)):
+        outputs = entry.output_names
+        if logits.shape != (len(studies), len(outputs)):
             raise ValueError(
                 f"model {entry.name}: the network gave output of shape {logits.shape} for "
-                f"{len(studies)} image(s); expected one logit per finding "
-                f"({len(entry.findings)})"
+                f"{len(studies)} image(s); expected one logit per output "
+                f"({len(outputs)}: {', '.join(outputs)})"
             )
+        count = len(entry.findings)
         return [
             StudyScore(
                 study_instance_uid=study.study_instance_uid,
@@ -122,6 +127,7 @@ class ImageClassifierScorer:
                     finding: float(logits[row, column])
                     for column, finding in enumerate(entry.findings)
                 },
+                grade_logits=tuple(float(v) for v in logits[row, count:]),
             )
             for row, study in enumerate(studies)
         ]

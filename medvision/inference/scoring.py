@@ -89,12 +89,16 @@ class StudyScore:
     masks
         Per finding, a mask on the source grid where the model segments (CT), as
         ``(slices, rows, columns)`` uint8 ordered like the series' InstanceNumber.
+    grade_logits
+        For a model that grades, the logits of its grading scale's further cut
+        points, in the scale's order (:mod:`medvision.grading`); else empty.
     """
 
     study_instance_uid: str
     logits: dict[str, float]
     locations: dict[str, list[Location]] = field(default_factory=dict)
     masks: dict[str, Any] = field(default_factory=dict)
+    grade_logits: tuple[float, ...] = ()
 
 
 class Scorer(Protocol):

@@ -43,6 +43,11 @@ class EvidenceMapDenseNet(nn.Module):
         As MONAI's DenseNet; ``out_channels`` is the number of findings.
     sharpness
         ``r`` of the pooling.
+    grade_outputs
+        Further evidence maps, after the findings', from a 1x1 convolution of their
+        own (``grade_evidence``): a grading scale's cut points
+        (:mod:`medvision.grading`). Kept apart so that they can be trained on a
+        network whose findings are frozen (:meth:`freeze_findings`).
     **options
         MONAI DenseNet options (``init_features``, ``growth_rate``, ``block_config``, ...).
     """
@@ -53,11 +58,14 @@ class EvidenceMapDenseNet(nn.Module):
         in_channels: int,
         out_channels: int,
         sharpness: float = 5.0,
+        grade_outputs: int = 0,
         **options: Any,
     ) -> None:
         super().__init__()
         if sharpness <= 0:
             raise ValueError(f"sharpness must be positive, got {sharpness}")
+        if grade_outputs < 0:
+            raise ValueError(f"grade_outputs must be 0 or more, got {grade_outputs}")
         backbone = DenseNet(spatial_dims, in_channels, out_channels, **options)
         self.features = backbone.features
         head = backbone.class_layers.out
@@ -65,11 +73,49 @@ class EvidenceMapDenseNet(nn.Module):
             raise TypeError("MONAI DenseNet changed: its class_layers.out is not nn.Linear")
         channels = head.in_features
         self.evidence = Conv[Conv.CONV, spatial_dims](channels, out_channels, kernel_size=1)
+        self.grade_evidence = (
+            Conv[Conv.CONV, spatial_dims](channels, grade_outputs, kernel_size=1)
+            if grade_outputs
+            else None
+        )
         self.sharpness = float(sharpness)
+        self.findings_frozen = False
 
     def evidence_maps(self, image: torch.Tensor) -> torch.Tensor:
-        """Return the per-finding logit maps ``(batch, findings, *spatial)``."""
-        return self.evidence(torch.relu(self.features(image)))
+        """Return the logit maps ``(batch, findings + grade outputs, *spatial)``."""
+        features = torch.relu(self.features(image))
+        maps = self.evidence(features)
+        if self.grade_evidence is None:
+            return maps
+        return torch.cat([maps, self.grade_evidence(features)], dim=1)
+
+    def freeze_findings(self) -> None:
+        """Freeze everything but the grade outputs' convolution, batch statistics included.
+
+        The findings' outputs then stay exactly as they were while the grade's are
+        trained: the features and the findings' convolution get no gradient (so no
+        optimiser step or weight decay touches them), and the features stay in
+        evaluation mode, so batch normalisation neither uses nor updates batch
+        statistics.
+
+        Raises
+        ------
+        ValueError
+            If the network has no grade outputs.
+        """
+        if self.grade_evidence is None:
+            raise ValueError("the network has no grade outputs to train on frozen findings")
+        for parameter in [*self.features.parameters(), *self.evidence.parameters()]:
+            parameter.requires_grad_(False)
+        self.findings_frozen = True
+        self.features.eval()
+
+    def train(self, mode: bool = True) -> EvidenceMapDenseNet:
+        """Set the training mode; frozen features stay in evaluation mode."""
+        super().train(mode)
+        if self.findings_frozen:
+            self.features.eval()
+        return self
 
     def pool(self, maps: torch.Tensor) -> torch.Tensor:
         """Return one logit per finding from evidence maps (log-sum-exp pooling)."""

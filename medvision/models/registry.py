@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from medvision.grading import GradeScale, scale_named
 from medvision.modality import FINDINGS, Modality
 from medvision.models.networks import build_network
 
@@ -73,6 +74,13 @@ class ModelEntry:
         Hex SHA-256 of the weights file.
     model_card
         Path of the model card, relative to the repository's ``docs/``.
+    grading
+        The grading scale the model also reports (``dr_grade``; :mod:`medvision.grading`),
+        or empty. Its further cut points are the network's outputs after the findings'.
+    grade_thresholds
+        Per further cut point (by output name, ``dr_grade_ge_1`` …), the threshold its
+        probability must reach for the grade to reach it (chosen by calibration;
+        one half where absent).
     """
 
     name: str
@@ -88,6 +96,8 @@ class ModelEntry:
     weights_file: str = ""
     weights_sha256: str = ""
     model_card: str = ""
+    grading: str = ""
+    grade_thresholds: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         """Check the entry against the modality's findings and its own thresholds."""
@@ -104,6 +114,41 @@ class ModelEntry:
                 raise RegistryError(
                     f"model {self.name}: threshold of {finding} must be in [0, 1], got {threshold}"
                 )
+        if self.grading:
+            try:
+                scale = scale_named(self.grading, self.modality)
+            except ValueError as error:
+                raise RegistryError(f"model {self.name}: {error}") from None
+            if scale.finding not in self.findings:
+                raise RegistryError(
+                    f"model {self.name}: grading {scale.name} needs the finding {scale.finding}"
+                )
+        for name, threshold in self.grade_thresholds.items():
+            if name not in self.output_names[len(self.findings) :]:
+                raise RegistryError(f"model {self.name}: grade threshold for unknown output {name}")
+            if not 0.0 <= threshold <= 1.0:
+                raise RegistryError(
+                    f"model {self.name}: grade threshold of {name} must be in [0, 1], "
+                    f"got {threshold}"
+                )
+
+    @property
+    def grade_scale(self) -> GradeScale | None:
+        """The grading scale the model reports, or ``None``."""
+        return scale_named(self.grading, self.modality) if self.grading else None
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Names of the network's outputs: the findings, then the grade's further cut points."""
+        scale = self.grade_scale
+        return self.findings + (scale.output_names() if scale is not None else ())
+
+    @property
+    def cut_thresholds(self) -> tuple[float, ...]:
+        """The grade's further cut points' thresholds, in order (one half where not chosen)."""
+        scale = self.grade_scale
+        names = scale.output_names() if scale is not None else ()
+        return tuple(float(self.grade_thresholds.get(name, 0.5)) for name in names)
 
     def to_json(self) -> str:
         """Return the entry as JSON text."""
@@ -136,6 +181,9 @@ class ModelEntry:
             values["findings"] = tuple(values["findings"])
             values["input_size"] = tuple(int(v) for v in values["input_size"])
             values["thresholds"] = {k: float(v) for k, v in values.get("thresholds", {}).items()}
+            values["grade_thresholds"] = {
+                k: float(v) for k, v in values.get("grade_thresholds", {}).items()
+            }
             return cls(**values)
         except (KeyError, TypeError, ValueError) as error:
             if isinstance(error, RegistryError):

@@ -38,6 +38,7 @@ from medvision.calibration.refit import calibrated_probabilities
 from medvision.choices import parse_choice
 from medvision.dicom.reading import DicomReadError
 from medvision.explain.heatmaps import explain_study
+from medvision.grading import decode_grade
 from medvision.inference.scoring import PreparedStudy, Scorer, StudyScore, scorer_for
 from medvision.modality import Modality
 from medvision.models.registry import (
@@ -146,23 +147,31 @@ def _findings(
         dtype=np.float64,
     ).reshape(len(scores), len(entry.findings))
     probabilities = calibrated_probabilities(entry, logits, [study.site for study in studies])
+    scale = entry.grade_scale
     result = []
     for row, score in enumerate(scores):
         findings = []
         for column, name in enumerate(entry.findings):
             probability = float(probabilities[row, column])
             threshold = float(entry.thresholds[name])
+            flagged = probability >= threshold
+            grade = (
+                decode_grade(scale, flagged, probability, score.grade_logits, entry.cut_thresholds)
+                if scale is not None and name == scale.finding
+                else None
+            )
             findings.append(
                 Finding(
                     name=name,
                     probability=probability,
                     threshold=threshold,
-                    flagged=probability >= threshold,
+                    flagged=flagged,
                     locations=list(score.locations.get(name, [])),
                     model_name=entry.name,
                     model_version=entry.version,
                     weights_sha256=entry.weights_sha256,
                     mask=score.masks.get(name),
+                    grade=grade,
                 )
             )
         result.append(findings)

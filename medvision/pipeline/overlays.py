@@ -112,7 +112,9 @@ def rendered_heatmaps(run: AnalysisRun, paths: Sequence[Path]) -> Iterator[Rende
                 picture = render_overlay(
                     display_image(source),
                     heatmap.values,
-                    legend_lines(finding.name, finding.probability, finding.threshold),
+                    legend_lines(
+                        finding.name, finding.probability, finding.threshold, finding.grade
+                    ),
                     heatmap.peak,
                 )
                 yield RenderedHeatmap(result, finding, heatmap, number, source, picture)

@@ -13,7 +13,8 @@ from pathlib import Path
 from medvision.inference.scoring import Location
 from medvision.pipeline.results import AnalysisRun
 
-#: The columns, in order (the last three identify the model).
+#: The columns, in order (``model_name`` to ``weights_sha256`` identify the model;
+#: ``grade`` is the disease grade where the model grades the finding, else empty).
 PREDICTION_COLUMNS: tuple[str, ...] = (
     "study_instance_uid",
     "finding",
@@ -28,6 +29,7 @@ PREDICTION_COLUMNS: tuple[str, ...] = (
     "model_name",
     "model_version",
     "weights_sha256",
+    "grade",
 )
 
 
@@ -51,6 +53,7 @@ def prediction_rows(run: AnalysisRun) -> list[dict[str, str]]:
                     "model_name": finding.model_name,
                     "model_version": finding.model_version,
                     "weights_sha256": finding.weights_sha256,
+                    "grade": "" if finding.grade is None else str(finding.grade.value),
                 }
             )
     return rows

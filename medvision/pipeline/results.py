@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from medvision.explain.heatmaps import Heatmap
+from medvision.grading import Grade
 from medvision.inference.scoring import Location
 from medvision.modality import Modality
 
@@ -90,6 +91,11 @@ class Finding:
         (one per image that shows the finding; :mod:`medvision.explain`).
     explanation_note
         Why an explanation that was asked for is missing (empty otherwise).
+    grade
+        The grade of the finding's disease, where the model grades it (the DR grade
+        on ``referable_dr``; :mod:`medvision.grading`), else ``None``. It agrees
+        with ``flagged``: a flagged finding's grade is at or above the finding's cut
+        point, an unflagged one's below.
     """
 
     name: str
@@ -103,6 +109,7 @@ class Finding:
     mask: Any = None
     heatmaps: list[Heatmap] = field(default_factory=list)
     explanation_note: str = ""
+    grade: Grade | None = None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from medvision.calibration.grade_thresholds import GradeCalibration
 from medvision.calibration.refit import FindingCalibration
 from medvision.modality import Modality
 from medvision.models.registry import ModelEntry
@@ -27,6 +28,8 @@ class TrainedModel:
         The registry entry as written (calibrated, thresholds set).
     calibration
         Per finding, what calibration did.
+    grading
+        For a grading model, what choosing its cut points' thresholds did.
     test_figures
         Held-out figures on the manifest's ``test`` split, by name (e.g.
         ``"nodule AUROC"``, ``"per-breast AUROC"``, ``"mean Dice"``); empty without
@@ -42,6 +45,7 @@ class TrainedModel:
     test_figures: dict[str, float]
     kept_epoch: int
     epochs_run: int
+    grading: GradeCalibration | None = None
 
 
 def train_model(options: TrainOptions, progress: bool = True) -> TrainedModel:
@@ -88,8 +92,9 @@ def train_model(options: TrainOptions, progress: bool = True) -> TrainedModel:
         classifier.entry,
         classifier.calibration,
         figures,
-        _kept(classifier.epochs),
+        classifier.kept_epoch,
         len(classifier.epochs),
+        classifier.grading,
     )
 
 

@@ -35,11 +35,13 @@ from torch import nn
 from torch.utils.data import WeightedRandomSampler
 
 from medvision import __version__
+from medvision.calibration.grade_thresholds import GradeCalibration
 from medvision.calibration.refit import FindingCalibration
 from medvision.choices import parse_choice
 from medvision.data.manifest import ManifestRow, labelled_rows, resolve
+from medvision.grading import GRADE_SCALES, cut_targets, row_grades
 from medvision.modality import FINDINGS, LESION_MASKS, Modality
-from medvision.models.networks import build_network
+from medvision.models.networks import EvidenceMapDenseNet, build_network
 from medvision.models.registry import (
     ModelEntry,
     RegistryError,
@@ -53,6 +55,7 @@ from medvision.training.loop import (
     EpochRecord,
     LossFunction,
     auroc_per_finding,
+    mean_tune_auroc,
     seed_everything,
     select_device,
     train_classifier,
@@ -187,6 +190,21 @@ class TrainOptions:
         ``patch_size``: the share of the patches without a malignant lesion centred
         on the view's benign lesions (its ``benign`` mask;
         :class:`medvision.transforms.mammo.MammoTransforms`).
+    grade
+        Fundus: also learn the DR grade (:data:`medvision.grading.DR_GRADE`, manifest
+        column ``dr_grade``): one more output per further cut point ("grade ≥ 1",
+        "≥ 3", "≥ 4"; ``referable_dr`` is "≥ 2"), trained with the loss's binary
+        terms. With ``lesion_masks`` each cut point's evidence map is trained on its
+        lesions (any lesion; haemorrhages; neovascularisation) in the images at or
+        above it only. Recorded in the entry (``grading``); the kept epoch is still
+        chosen on the findings' tune AUROC. The cut points have a 1x1 convolution of
+        their own (the network's ``grade_outputs``).
+    grade_only
+        With ``grade`` and ``init_from`` (a model of the same network without the
+        grade, such as the bundled one): train only the grade's convolution, on the
+        frozen network (:meth:`~medvision.models.networks.EvidenceMapDenseNet.freeze_findings`),
+        so the findings' outputs stay exactly those of ``init_from``; the kept epoch
+        is chosen on the cut points' mean tune AUROC.
     """
 
     modality: Modality
@@ -218,6 +236,8 @@ class TrainOptions:
     dot_enhancement: bool = False
     lesion_contrast: tuple[float, float] | None = None
     hard_negatives: float | None = None
+    grade: bool = False
+    grade_only: bool = False
 
     def __post_init__(self) -> None:
         """Check the options (messages are shown to the user as they are)."""
@@ -306,6 +326,15 @@ class TrainOptions:
                 "--patch-symmetries applies to patches: give --patch-size too "
                 "(CT always trains on patches)"
             )
+        if self.grade and self.modality not in GRADE_SCALES:
+            raise ValueError(
+                f"--grade: {self.modality.value} has no grading scale (fundus: the DR grade)"
+            )
+        if self.grade_only and not (self.grade and self.init_from is not None):
+            raise ValueError(
+                "--grade-only trains the grade on a frozen model: give --grade and "
+                "--init-from ENTRY.json too"
+            )
         if self.network:
             self._check_network()
         if self.patches_per_view < 1:
@@ -330,7 +359,7 @@ class TrainOptions:
             )
         # One channel in (three for colour fundus photographs, two for CT with the dot
         # filter); one logit per finding out, except mammography and CT: one per view,
-        # one nodule map.
+        # one nodule map; a grade's cut points come from grade_outputs.
         channels = 3 if self.modality == Modality.FUNDUS else 1 + int(self.dot_enhancement)
         outputs = (
             1 if self.modality in (Modality.MAMMO, Modality.CT) else len(FINDINGS[self.modality])
@@ -340,6 +369,12 @@ class TrainOptions:
             raise ValueError(
                 f"--network: {self.modality.value} needs in_channels {channels} and "
                 f"out_channels {outputs}, got {given[0]} and {given[1]}"
+            )
+        cuts = len(GRADE_SCALES[self.modality].cut_points) if self.grade else 0
+        if self.network.get("grade_outputs", 0) != cuts:
+            raise ValueError(
+                f"--network: {'--grade' if self.grade else 'a run without --grade'} needs "
+                f"grade_outputs {cuts}, got {self.network.get('grade_outputs', 0)}"
             )
 
     def _check_ct_option(self, flag: str, elsewhere: str, valid: bool, requirement: str) -> None:
@@ -365,12 +400,18 @@ class TrainingResult:
         a finding with one class there).
     calibration
         Per finding, what calibration and threshold selection did.
+    kept_epoch
+        The epoch whose weights were kept (best mean tune AUROC of the selected outputs).
+    grading
+        For a grading model, the cut points' thresholds and the kappa they give.
     """
 
     entry: ModelEntry
     epochs: list[EpochRecord]
     test_auroc: dict[str, float]
     calibration: dict[str, FindingCalibration] = field(default_factory=dict)
+    kept_epoch: int = 0
+    grading: GradeCalibration | None = None
 
 
 #: Batch key of the ground-truth lesion masks (``label`` holds the finding labels).
@@ -480,10 +521,26 @@ def _initial_entry(options: TrainOptions) -> ModelEntry:
 
 
 def network_for_run(options: TrainOptions, default: dict[str, Any]) -> dict[str, Any]:
-    """Return the network the run trains: ``init_from``'s, else ``network``, else ``default``."""
-    if options.init_from is not None:
-        return dict(_initial_entry(options).network)
-    return options.network or default
+    """Return the network the run trains: ``init_from``'s, else ``network``, else ``default``.
+
+    With ``grade``, ``init_from``'s network gains the grade's outputs if it lacks them.
+
+    Raises
+    ------
+    ValueError
+        If ``grade`` asks for outputs an ``init_from`` network cannot take.
+    """
+    if options.init_from is None:
+        return options.network or default
+    description = dict(_initial_entry(options).network)
+    if options.grade and "grade_outputs" not in description:
+        if description.get("architecture") != "evidence_densenet":
+            raise ValueError(
+                f"--grade adds outputs to an evidence_densenet; --init-from "
+                f"{options.init_from} is a {description.get('architecture')}"
+            )
+        description["grade_outputs"] = len(GRADE_SCALES[options.modality].cut_points)
+    return description
 
 
 def initial_network(options: TrainOptions, description: dict[str, Any]) -> nn.Module:
@@ -501,7 +558,15 @@ def initial_network(options: TrainOptions, description: dict[str, Any]) -> nn.Mo
             state = load_state_dict(entry, options.init_from.parent)
         except WeightsIntegrityError as error:
             raise ValueError(f"--init-from: {error}") from None
-        network.load_state_dict(state)
+        added = description.get("grade_outputs") and "grade_outputs" not in entry.network
+        missing, unexpected = network.load_state_dict(state, strict=not added)
+        new = [key for key in missing if not key.startswith("grade_evidence.")]
+        if new or unexpected:  # only the grade's new convolution may start afresh
+            raise ValueError(f"--init-from: weights do not fit ({', '.join(new + unexpected)})")
+    if options.grade_only:
+        if not isinstance(network, EvidenceMapDenseNet):
+            raise ValueError("--grade-only needs an evidence_densenet")
+        network.freeze_findings()
     return network
 
 
@@ -527,15 +592,19 @@ def start_metrics_log(options: TrainOptions, name: str) -> Path:
 
 
 def _items(
-    rows: Sequence[ManifestRow], manifest: Path, findings: Sequence[str]
+    rows: Sequence[ManifestRow],
+    manifest: Path,
+    findings: Sequence[str],
+    grades: NDArray[np.float32] | None = None,
 ) -> list[dict[str, Any]]:
-    return [
-        {
-            **study_item(row, manifest),
-            "label": np.array([row.labels[name] for name in findings], dtype=np.float32),
-        }
-        for row in rows
-    ]
+    """Return dataset items; ``grades`` (a row of cut-point targets per row) extend the labels."""
+    items = []
+    for index, row in enumerate(rows):
+        label = np.array([row.labels[name] for name in findings], dtype=np.float32)
+        if grades is not None:
+            label = np.concatenate([label, grades[index]])
+        items.append({**study_item(row, manifest), "label": label})
+    return items
 
 
 def _labels(rows: Sequence[ManifestRow], findings: Sequence[str]) -> NDArray[np.int64]:
@@ -584,6 +653,16 @@ def training_loader(
     )
 
 
+def selected_outputs(options: TrainOptions, findings: Sequence[str]) -> tuple[str, ...]:
+    """Return the outputs whose mean tune AUROC chooses the kept epoch.
+
+    The findings; with ``grade_only`` (the findings frozen), the grade's cut points.
+    """
+    if options.grade_only:
+        return GRADE_SCALES[options.modality].output_names()
+    return tuple(findings)
+
+
 def fit(
     network: nn.Module,
     batches: tuple[DataLoader, DataLoader],
@@ -598,21 +677,28 @@ def fit(
 
     The loss is :func:`training_loss`'s; the metrics log is ``<out>/<name>.metrics.jsonl``;
     with ``lesion_masks`` the evidence maps are trained on the masks too
-    (:func:`medvision.training.loop.train_classifier`).
+    (:func:`medvision.training.loop.train_classifier`). With ``grade`` the log has the
+    cut points' tune AUROC too; the kept epoch is chosen on the findings', or with
+    ``grade_only`` on the cut points'.
     """
     train_batches, tune_batches = batches
+    scale = GRADE_SCALES[options.modality] if options.grade else None
+    cuts = scale.output_names() if scale is not None else ()
+    gated = range(len(findings), len(findings) + len(cuts))
     return train_classifier(
         network,
         train_batches,
         tune_batches,
         training_loss(options, train_labels),
-        findings,
+        (*findings, *cuts),
+        selected=selected_outputs(options, findings),
         epochs=options.epochs,
         learning_rate=options.learning_rate,
         device=device,
         metrics_log=start_metrics_log(options, name),
         progress=progress,
         lesion_mask_key=LESION_MASK_KEY if options.lesion_masks else None,
+        gated_mask_channels=tuple(gated),
         time_limit_seconds=options.time_limit_seconds,
     )
 
@@ -636,25 +722,39 @@ def train_image_classifier(options: TrainOptions, progress: bool = True) -> Trai
             raise ValueError(
                 f"no {options.modality.value} study in the {split} split of {options.manifest}"
             )
-    train_labels = _labels(splits["train"], findings)
+    scale = GRADE_SCALES[options.modality] if options.grade else None
+    grades = {
+        split: cut_targets(row_grades(splits[split], scale, split), scale)
+        for split in ("train", "tune")
+        if scale is not None
+    }
+    finding_labels = _labels(splits["train"], findings)
+    train_labels = (
+        np.concatenate([finding_labels, grades["train"].astype(np.int64)], axis=1)
+        if scale is not None
+        else finding_labels
+    )
+    mask_names = [LESION_MASKS[options.modality][finding] for finding in findings]
+    if scale is not None:
+        mask_names += [scale.cut_masks[k] for k in scale.cut_points]
     if options.lesion_masks:
         require_masks(splits["train"], "train", "--lesion-masks")
     train_set = CacheDataset(
-        _items(splits["train"], options.manifest, findings),
+        _items(splits["train"], options.manifest, findings, grades.get("train")),
         chain.build(
             training=True,
             mask_key=LESION_MASK_KEY if options.lesion_masks else None,
-            mask_names=[LESION_MASKS[options.modality][finding] for finding in findings],
+            mask_names=mask_names,
         ),
         progress=progress,
         num_workers=options.workers,
     )
-    train_loader = training_loader(train_set, train_labels, options)
+    train_loader = training_loader(train_set, finding_labels, options)
     evaluation = chain.build(training=False)
 
     def loader(split: str) -> DataLoader:
         dataset = CacheDataset(
-            _items(splits[split], options.manifest, findings),
+            _items(splits[split], options.manifest, findings, grades.get(split)),
             evaluation,
             progress=progress,
             num_workers=options.workers,
@@ -662,7 +762,10 @@ def train_image_classifier(options: TrainOptions, progress: bool = True) -> Trai
         return DataLoader(dataset, batch_size=options.batch_size, shuffle=False, num_workers=0)
 
     tune_loader = loader("tune")
-    network_description = network_for_run(options, default_network(options.modality, len(findings)))
+    default = default_network(options.modality, len(findings))
+    if scale is not None:
+        default["grade_outputs"] = len(scale.cut_points)
+    network_description = network_for_run(options, default)
     network = initial_network(options, network_description)
     name = options.name or f"{options.modality.value}-densenet"
     batches = (train_loader, tune_loader)
@@ -677,6 +780,7 @@ def train_image_classifier(options: TrainOptions, progress: bool = True) -> Trai
         transforms=chain.describe(),
         input_size=tuple(int(v) for v in getattr(chain, "input_size", ())),
         model_card=f"model_cards/{name}.md",
+        grading=scale.name if scale is not None else "",
     )
     registered = register_calibrated(
         network,
@@ -700,4 +804,8 @@ def train_image_classifier(options: TrainOptions, progress: bool = True) -> Trai
         epochs=records,
         test_auroc=test_auroc,
         calibration=registered.outcome.findings,
+        kept_epoch=max(
+            records, key=lambda r: mean_tune_auroc(r, selected_outputs(options, findings))
+        ).epoch,
+        grading=registered.outcome.grading,
     )

@@ -170,6 +170,19 @@ def _evidence(network: nn.Module) -> EvidenceMapDenseNet:
     return network
 
 
+def gate_masks(masks: torch.Tensor, labels: torch.Tensor, channels: Sequence[int]) -> torch.Tensor:
+    """Return ``masks`` with each of ``channels`` zeroed in the images whose label is 0.
+
+    ``masks`` is ``(batch, outputs, *spatial)``, ``labels`` ``(batch, outputs)``.
+    """
+    if not channels:
+        return masks
+    gate = torch.ones(masks.shape[:2], dtype=masks.dtype, device=masks.device)
+    index = list(channels)
+    gate[:, index] = (labels[:, index] > 0).to(masks.dtype)
+    return masks * gate.reshape(*gate.shape, *([1] * (masks.ndim - 2)))
+
+
 def lesion_map_loss(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Return the class-balanced BCE between evidence maps and lesion masks.
 
@@ -307,9 +320,13 @@ class EpochPlan:
         }
 
 
-def mean_tune_auroc(record: EpochRecord) -> float:
-    """Return the mean tuning AUROC over findings with both classes (-inf when none)."""
-    values = [v for v in record.tune_auroc.values() if not np.isnan(v)]
+def mean_tune_auroc(record: EpochRecord, selected: Sequence[str] | None = None) -> float:
+    """Return the mean tuning AUROC over ``selected`` outputs (default all) with both classes.
+
+    -inf when there is none.
+    """
+    names = record.tune_auroc if selected is None else selected
+    values = [v for v in (record.tune_auroc[n] for n in names) if not np.isnan(v)]
     return float(np.mean(values)) if values else float("-inf")
 
 
@@ -325,8 +342,10 @@ def train_classifier(
     device: torch.device,
     metrics_log: Path,
     progress: bool = True,
+    selected: Sequence[str] | None = None,
     lesion_mask_key: str | None = None,
     lesion_mask_weight: float = 1.0,
+    gated_mask_channels: Sequence[int] = (),
     time_limit_seconds: float | None = None,
 ) -> list[EpochRecord]:
     """Train ``network`` for ``epochs`` epochs with AdamW and a cosine schedule.
@@ -340,7 +359,9 @@ def train_classifier(
     loss_function
         Maps ``(logits, labels)`` to a scalar loss.
     findings
-        Names of the output channels, for the metrics log.
+        Names of the output channels, in order, for the metrics log.
+    selected
+        The outputs whose mean tuning AUROC chooses the kept epoch (default all).
     epochs, learning_rate
         Length and peak learning rate of the run.
     device
@@ -357,6 +378,10 @@ def train_classifier(
         the map's grid, weighted by ``lesion_mask_weight`` (location supervision as
         in Li et al. 2018, "Thoracic disease identification and localization with
         limited supervision").
+    gated_mask_channels
+        Output channels whose mask counts only in images labelled positive for that
+        output (zeroed elsewhere): a grade's cut point, whose lesions are evidence of
+        "grade ≥ k" only in images of grade k or more (:mod:`medvision.grading`).
     time_limit_seconds
         When set, the epochs end within this many seconds of the first one's start;
         the run may then train fewer epochs over a shorter schedule (:class:`EpochPlan`).
@@ -397,8 +422,9 @@ def train_classifier(
                     logits = _evidence(network).pool(maps)
             loss = loss_function(logits.float(), label)
             if lesion_mask_key is not None:
+                masks = plain_tensor(batch[lesion_mask_key]).float().to(device)
                 loss = loss + lesion_mask_weight * lesion_map_loss(
-                    maps.float(), plain_tensor(batch[lesion_mask_key]).float().to(device)
+                    maps.float(), gate_masks(masks, label, gated_mask_channels)
                 )
             loss.backward()  # type: ignore[no-untyped-call]
             optimiser.step()
@@ -416,7 +442,7 @@ def train_classifier(
         records.append(record)
         with metrics_log.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(asdict(record)) + "\n")
-        score = mean_tune_auroc(record)
+        score = mean_tune_auroc(record, selected)
         if best_state is None or score > best_score:
             best_score, best_epoch = score, epoch
             best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}

@@ -16,13 +16,17 @@ from medvision.data.manifest import ManifestRow
 from medvision.dicom.structured_report import (
     ABSENT,
     FINDING_CODES,
+    GRADE_CODES,
+    PRESENCE,
     PRESENT,
     PRIVATE_SCHEME,
     PROBABILITY,
+    SEVERITY,
     THRESHOLD,
     study_report,
 )
 from medvision.explain.heatmaps import Heatmap
+from medvision.grading import DR_GRADE, decode_grade
 from medvision.inference.scoring import Location
 from medvision.modality import Modality
 from medvision.pipeline.results import Finding, StudyResult
@@ -176,6 +180,33 @@ def test_a_ct_nodule_is_a_3d_point_in_the_series_frame_with_its_diameter(
     assert np.array_equal(group.roi.value, np.array([[-12.5, 30.25, 101.0]]))
     assert group.roi.ReferencedFrameOfReferenceUID == headers[0].FrameOfReferenceUID
     assert _values(group)["Diameter"] == 7.5
+
+
+@needs_dciodvfy
+def test_a_graded_finding_carries_its_grade_as_a_second_evaluation(
+    phantom_set: tuple[Path, list[ManifestRow]], tmp_path: Path
+) -> None:
+    (source,) = _headers(phantom_set, Modality.FUNDUS)
+    grade = decode_grade(DR_GRADE, True, 0.875, (3.0, 2.0, -2.0))
+    finding = _finding("referable_dr", 0.875, 0.25, grade=grade)
+    document = study_report(
+        _result([source], Modality.FUNDUS, [finding]), [source], series_instance_uid=generate_uid()
+    )
+    _, content = _write(document, tmp_path / "sr.dcm")
+    assert dciodvfy_errors(tmp_path / "sr.dcm") == []
+    if shutil.which("dsrdump"):
+        dump = subprocess.run(
+            ["dsrdump", str(tmp_path / "sr.dcm")], capture_output=True, text=True, check=True
+        )
+        assert (
+            '"Severity (attribute)")=(DRG3,99MEDVISION,"DR grade 3: severe non-proliferative DR")'
+            in dump.stdout
+        )
+    (group,) = content.get_image_measurement_groups()
+    evaluations = {e.name: e.value for e in group.get_qualitative_evaluations()}
+    assert grade.value == 3
+    assert evaluations == {PRESENCE: PRESENT, SEVERITY: GRADE_CODES["dr_grade"][3]}
+    assert _values(group) == {PROBABILITY.meaning: 0.875, THRESHOLD.meaning: 0.25}
 
 
 def test_a_new_report_lists_the_reports_it_supersedes(

@@ -12,6 +12,7 @@ from medvision.explain.overlay import (
     legend_lines,
     render_overlay,
 )
+from medvision.grading import DR_GRADE, decode_grade
 from medvision.modality import FINDING_NAMES, all_findings
 
 
@@ -45,6 +46,12 @@ def test_the_legend_is_a_band_below_the_image_and_names_the_decision() -> None:
         NOT_FOR_DIAGNOSIS,
     ]
     assert legend_lines("nodule", 0.1, 0.42)[0].endswith("- not flagged")
+    grade = decode_grade(DR_GRADE, True, 0.9, (3.0, 2.0, -2.0))
+    assert legend_lines("referable_dr", 0.9, 0.27, grade) == [
+        "referable diabetic retinopathy: probability 0.90 (threshold 0.27) - FLAGGED",
+        "DR grade 3: severe non-proliferative DR",
+        NOT_FOR_DIAGNOSIS,
+    ]
     picture = render_overlay(image, heat, lines, peak=(50, 120))
     band = picture[120:]
     assert band.shape[0] > 0

@@ -111,7 +111,7 @@ def test_a_network_with_the_wrong_outputs_is_refused(studies: list[dict[str, obj
     _, fundus_network = _entry(Modality.FUNDUS, 1)
     scorer = ImageClassifierScorer()
     prepared = [scorer.prepare(entry, studies[0])]
-    with pytest.raises(ValueError, match="expected one logit per finding \\(4\\)"):
+    with pytest.raises(ValueError, match="expected one logit per output \\(4: nodule, pleural"):
         scorer.score(fundus_network, entry, prepared, CPU)
 
 

@@ -20,6 +20,9 @@ def test_bundled_model_loads_verified_and_is_calibrated(entry: ModelEntry) -> No
     assert not network.training
     assert set(entry.thresholds) == set(entry.findings) == set(entry.calibration)
     assert all(0.0 < entry.thresholds[f] <= 1.0 for f in entry.findings)
+    scale = entry.grade_scale
+    if scale is not None:  # a grading model has every cut point's threshold chosen
+        assert set(entry.grade_thresholds) == set(scale.output_names())
     assert (BUNDLED_WEIGHTS / entry.weights_file).stat().st_size < 8 * 1024 * 1024
     state = torch.load(BUNDLED_WEIGHTS / entry.weights_file, weights_only=True)
     assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())

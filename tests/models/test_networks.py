@@ -36,6 +36,34 @@ def test_evidence_densenet_gives_one_logit_per_finding_and_a_map_per_finding() -
     assert network.evidence_maps(image).shape == (2, 3, 8, 8)
 
 
+def test_grade_outputs_follow_the_findings_and_train_alone_on_frozen_findings() -> None:
+    torch.manual_seed(0)
+    network = build_network({**DESCRIPTION, "grade_outputs": 2})
+    assert isinstance(network, EvidenceMapDenseNet)
+    image = torch.randn(4, 1, 64, 64)
+    network.eval()
+    with torch.no_grad():
+        before = network(image)
+    assert before.shape == (4, 5)
+    network.freeze_findings()
+    network.train()
+    assert not network.features.training  # batch statistics neither used nor updated
+    trained = [name for name, p in network.named_parameters() if p.requires_grad]
+    assert trained == ["grade_evidence.weight", "grade_evidence.bias"]
+    optimiser = torch.optim.AdamW(network.parameters(), lr=0.1, weight_decay=0.1)
+    for _ in range(3):
+        optimiser.zero_grad()
+        network(image).sum().backward()
+        optimiser.step()
+    network.eval()
+    with torch.no_grad():
+        after = network(image)
+    assert torch.equal(after[:, :3], before[:, :3])  # the findings, exactly
+    assert not torch.allclose(after[:, 3:], before[:, 3:])  # the grade's outputs moved
+    with pytest.raises(ValueError, match="no grade outputs to train on frozen findings"):
+        build_network(DESCRIPTION).freeze_findings()  # type: ignore[operator]
+
+
 def test_pooling_is_the_log_mean_exp_of_the_evidence_map() -> None:
     network = EvidenceMapDenseNet(
         2, 1, 3, sharpness=4.0, init_features=8, growth_rate=4, block_config=(2, 2)

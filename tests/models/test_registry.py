@@ -96,11 +96,39 @@ def test_entry_round_trips_through_json(tmp_path: Path) -> None:
         ({"findings": ("nodule", "tumour")}, "finding\\(s\\) tumour are not cxr findings"),
         ({"thresholds": {"nodule": 1.5}}, "threshold of nodule must be in \\[0, 1\\], got 1.5"),
         ({"thresholds": {"cardiomegaly": 0.5}}, "threshold for unknown finding cardiomegaly"),
+        ({"grading": "dr_grade"}, "tiny-cxr: cxr has no grading scale"),
     ],
 )
 def test_invalid_entries_are_rejected(changes: dict[str, object], message: str) -> None:
     with pytest.raises(RegistryError, match=message):
         _entry(**changes)
+
+
+def test_a_grading_entry_names_its_outputs_and_needs_its_finding(tmp_path: Path) -> None:
+    fundus = {"modality": Modality.FUNDUS, "findings": ("referable_dr",), "thresholds": {}}
+    entry = _entry(**fundus, grading="dr_grade")
+    assert entry.output_names == (
+        "referable_dr",
+        "dr_grade_ge_1",
+        "dr_grade_ge_3",
+        "dr_grade_ge_4",
+    )
+    assert _entry(**fundus).output_names == ("referable_dr",)
+    assert _entry(**fundus).grade_scale is None
+    path = tmp_path / "fundus.json"
+    path.write_text(entry.to_json())
+    assert read_entry(path) == entry
+    assert entry.cut_thresholds == (0.5, 0.5, 0.5)
+    chosen = _entry(**fundus, grading="dr_grade", grade_thresholds={"dr_grade_ge_3": 0.25})
+    assert chosen.cut_thresholds == (0.5, 0.25, 0.5)
+    with pytest.raises(RegistryError, match="grade threshold for unknown output dr_grade_ge_2"):
+        _entry(**fundus, grading="dr_grade", grade_thresholds={"dr_grade_ge_2": 0.5})
+    with pytest.raises(RegistryError, match="grade threshold of dr_grade_ge_1 must be in"):
+        _entry(**fundus, grading="dr_grade", grade_thresholds={"dr_grade_ge_1": 1.5})
+    with pytest.raises(RegistryError, match="graded on 'dr_grade', not 'etdrs'"):
+        _entry(**fundus, grading="etdrs")
+    with pytest.raises(RegistryError, match="grading dr_grade needs the finding referable_dr"):
+        _entry(**{**fundus, "findings": ()}, grading="dr_grade")
 
 
 def test_unknown_registry_key_is_rejected(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ HEADER = [
     "model_name",
     "model_version",
     "weights_sha256",
+    "grade",
 ]
 
 

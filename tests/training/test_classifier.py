@@ -1,3 +1,4 @@
+import csv
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -7,8 +8,11 @@ import pytest
 import torch
 
 from medvision.calibration.refit import calibrated_probabilities
+from medvision.data.manifest import ManifestRow
+from medvision.grading import DR_GRADE, decode_grade, row_grades
 from medvision.modality import Modality
 from medvision.models.registry import load_model, load_registry
+from medvision.pipeline import analyze, write_predictions
 from medvision.synth.generator import SynthConfig, generate
 from medvision.training.classifier import (
     LossKind,
@@ -19,7 +23,8 @@ from medvision.training.classifier import (
     train_image_classifier,
     training_chain,
 )
-from medvision.transforms import default_chain
+from medvision.transforms import chain_from_description, default_chain
+from medvision.transforms.loading import study_item
 from tests.conftest import save_untrained_cxr_model, tiny_densenet
 
 TINY_NETWORK = tiny_densenet(4)
@@ -101,16 +106,16 @@ def test_the_training_chain_takes_the_input_size_of_the_options(
 
 
 @pytest.mark.slow
-def test_fundus_trains_its_maps_on_the_union_of_the_retinal_lesions(tmp_path: Path) -> None:
+def test_fundus_trains_its_maps_on_the_retinal_lesions_and_grades(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    generate(
+    rows = generate(
         SynthConfig((Modality.FUNDUS,), 48, 6, data, prevalence={"*": 0.5}, workers=1),
         progress=False,
     )
-    options = TrainOptions(
+    plain = TrainOptions(
         modality=Modality.FUNDUS,
         manifest=data / "manifest.csv",
-        out=tmp_path / "model",
+        out=tmp_path / "plain",
         epochs=1,
         batch_size=4,
         loss=LossKind.BCE,
@@ -118,9 +123,85 @@ def test_fundus_trains_its_maps_on_the_union_of_the_retinal_lesions(tmp_path: Pa
         network={**tiny_densenet(1, "evidence_densenet"), "in_channels": 3},
         lesion_masks=True,  # referable DR has no mask of its own: its lesions' union
     )
-    result = train_image_classifier(options, progress=False)
-    assert result.entry.findings == ("referable_dr",)
-    assert len(result.epochs) == 1 and np.isfinite(result.epochs[0].train_loss)
+    first = train_image_classifier(plain, progress=False).entry
+    assert first.findings == ("referable_dr",) and first.grading == ""
+    # The grade trained on the frozen model: referable DR stays exactly as it was.
+    graded = replace(
+        plain,
+        out=tmp_path / "graded",
+        network={},
+        epochs=2,
+        grade=True,
+        grade_only=True,
+        init_from=tmp_path / "plain" / f"{first.name}.json",
+    )
+    result = train_image_classifier(graded, progress=False)
+    entry = result.entry
+    assert entry.grading == "dr_grade" and entry.network["grade_outputs"] == 3
+    assert list(result.epochs[0].tune_auroc) == ["referable_dr", *DR_GRADE.output_names()]
+    assert (
+        result.epochs[0].tune_auroc["referable_dr"] == result.epochs[1].tune_auroc["referable_dr"]
+    )
+    assert (entry.calibration, entry.thresholds) == (first.calibration, first.thresholds)
+    assert set(entry.grade_thresholds) == set(DR_GRADE.output_names())
+    assert result.grading is not None and result.grading.thresholds == entry.grade_thresholds
+    best = max(result.epochs, key=lambda r: sum(r.tune_auroc[n] for n in DR_GRADE.output_names()))
+    assert result.kept_epoch == best.epoch  # chosen on the cut points, the finding frozen
+    before, network = load_model(first, tmp_path / "plain"), load_model(entry, tmp_path / "graded")
+    items = {row.study_instance_uid: study_item(row, data / "manifest.csv") for row in rows}
+    chain = chain_from_description(entry.transforms).build(training=False)
+    images = torch.stack(
+        [torch.as_tensor(np.asarray(chain(items[row.study_instance_uid])["image"])) for row in rows]
+    )
+    with torch.no_grad():
+        logits, plain_logits = network(images).numpy(), before(images).numpy()
+    assert logits.shape == (len(rows), 4)
+    assert np.array_equal(logits[:, :1], plain_logits)
+    # Served: each study's referable DR finding carries a grade that agrees with it,
+    # decoded from the network's own outputs at the chosen thresholds; the CSV writes it.
+    studies = [data / row.path for row in rows]
+    run = analyze(studies, registry=tmp_path / "graded", device="cpu", progress=False)
+    assert len(run.results) == len(rows) and not run.problems
+    row_of = {row.study_instance_uid: index for index, row in enumerate(rows)}
+    for study in run.results:
+        (finding,) = study.findings
+        assert finding.grade is not None
+        own = logits[row_of[study.study_instance_uid]]
+        expected = decode_grade(
+            DR_GRADE, finding.flagged, finding.probability, own[1:], entry.cut_thresholds
+        )
+        assert finding.grade.value == expected.value
+        assert finding.grade.at_least == pytest.approx(expected.at_least, abs=1e-6)  # batched
+        assert (finding.grade.value >= 2) == finding.flagged
+    written = tmp_path / "predictions.csv"
+    write_predictions(run, written)
+    with written.open(newline="") as handle:
+        grades = {r["study_instance_uid"]: r["grade"] for r in csv.DictReader(handle)}
+    assert grades == {
+        r.study_instance_uid: str(r.findings[0].grade.value)  # type: ignore[union-attr]
+        for r in run.results
+    }
+
+
+def test_grading_is_refused_where_there_is_no_scale_or_no_grade(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--grade: cxr has no grading scale"):
+        TrainOptions(modality=Modality.CXR, manifest=tmp_path, out=tmp_path, grade=True)
+    with pytest.raises(ValueError, match="--grade needs grade_outputs 3, got 0"):
+        TrainOptions(
+            modality=Modality.FUNDUS,
+            manifest=tmp_path,
+            out=tmp_path,
+            grade=True,
+            network={**tiny_densenet(1, "evidence_densenet"), "in_channels": 3},
+        )
+    with pytest.raises(ValueError, match="--grade-only trains the grade on a frozen model"):
+        TrainOptions(modality=Modality.FUNDUS, manifest=tmp_path, out=tmp_path, grade_only=True)
+    row = ManifestRow("1.2.3", Modality.FUNDUS, Path("a.dcm"), split="train")
+    with pytest.raises(ValueError, match=r"train study 1\.2\.3 has none \(medvision synth"):
+        row_grades([row], DR_GRADE, "train")
+    with pytest.raises(ValueError, match=r"tune study 1\.2\.3: dr_grade must be 0 to 4, got 7"):
+        row_grades([replace(row, extra={"dr_grade": "7"})], DR_GRADE, "tune")
+    assert row_grades([replace(row, extra={"dr_grade": "3"})], DR_GRADE, "tune") == [3]
 
 
 def _saved_cxr_model(directory: Path) -> tuple[Path, torch.nn.Module]:

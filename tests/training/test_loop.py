@@ -10,6 +10,7 @@ from medvision.models.networks import EvidenceMapDenseNet, build_network
 from medvision.training.loop import (
     EpochPlan,
     EpochRecord,
+    gate_masks,
     lesion_map_loss,
     network_memory_format,
     place_network,
@@ -91,6 +92,16 @@ def test_cuda_on_a_machine_without_gpu_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="has no CUDA GPU"):
         select_device("cuda")
     assert select_device("auto") == torch.device("cpu")
+
+
+def test_gated_mask_channels_count_only_in_images_labelled_positive() -> None:
+    masks = torch.ones(2, 3, 2, 2)
+    labels = torch.tensor([[0.0, 0.0, 1.0], [1.0, 1.0, 0.0]])
+    gated = gate_masks(masks, labels, (1, 2))
+    # channel 0 is not gated; channels 1 and 2 follow each image's label
+    assert gated[:, :, 0, 0].tolist() == [[1.0, 0.0, 1.0], [1.0, 1.0, 0.0]]
+    assert torch.equal(gated[..., 0, 0, None, None].expand(2, 3, 2, 2), gated)
+    assert gate_masks(masks, labels, ()) is masks
 
 
 def test_lesion_map_loss_targets_every_map_cell_a_lesion_touches() -> None:
