@@ -87,7 +87,16 @@ for modality in "${modalities[@]}"; do
             operating_points cxr cxr-densenet 1000 201 211
             ;;
         fundus)
+            # referable DR, then the DR grade's outputs trained on it frozen (--grade-only),
+            # so the bundled referable DR is exactly the first run's (docs/training.md)
             bundle fundus 2000 102 --epochs 14 --learning-rate 1e-3 --loss bce --lesion-masks
+            rm -rf "$work/fundus-referable"
+            mkdir -p "$work/fundus-referable"
+            mv "$weights"/fundus-densenet.{pt,json,metrics.jsonl} "$work/fundus-referable/"
+            medvision train --modality fundus --manifest "$work/fundus/manifest.csv" \
+                --out "$weights" --seed 0 --epochs 14 --learning-rate 1e-3 --loss bce \
+                --lesion-masks --grade --grade-only \
+                --init-from "$work/fundus-referable/fundus-densenet.json"
             operating_points fundus fundus-densenet 1000 202 212
             ;;
         mammo)
