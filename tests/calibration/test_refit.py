@@ -16,7 +16,7 @@ from medvision.calibration.refit import (
     calibrator_for_site,
     fit_calibrator,
 )
-from medvision.calibration.report import format_calibration_table
+from medvision.calibration.report import calibration_report, format_calibration_table
 from medvision.data.manifest import ManifestRow, write_manifest
 from medvision.inference.scoring import PreparedStudy, StudyScore
 from medvision.modality import Modality
@@ -278,3 +278,67 @@ def test_a_finding_whose_scores_do_not_separate_the_classes_is_marked(
     assert not finding.discriminates
     table = format_calibration_table(report, 0.9)
     assert "warning: nodule does not discriminate on the calibration split (AUROC 0.500)" in table
+
+
+def _graded_split(split: str) -> SplitScores:
+    """Two eyes of each DR grade whose cut-point probabilities separate the grades only
+    at thresholds other than one half at "grade >= 1" and ">= 4"."""
+    grades = [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    at_least_1 = {0: 0.1, 1: 0.4, 2: 0.9, 3: 0.9, 4: 0.9}
+    at_least_3 = {0: 0.1, 1: 0.1, 2: 0.2, 3: 0.8, 4: 0.8}
+    at_least_4 = {0: 0.1, 1: 0.1, 2: 0.1, 3: 0.1, 4: 0.3}
+    rows = [
+        ManifestRow(
+            study_instance_uid=f"1.2.826.0.2.{split}.{index}",
+            modality=Modality.FUNDUS,
+            path=Path(f"{index}"),
+            split=split,
+            labels={"referable_dr": int(grade >= 2)},
+            extra={"dr_grade": str(grade)},
+        )
+        for index, grade in enumerate(grades)
+    ]
+
+    def logit(p: float) -> float:
+        return float(np.log(p / (1.0 - p)))
+
+    return SplitScores(
+        rows=rows,
+        logits=np.array([[3.0 if g >= 2 else -3.0] for g in grades]),
+        labels=np.array([[float(g >= 2)] for g in grades]),
+        grade_logits=np.array(
+            [[logit(at_least_1[g]), logit(at_least_3[g]), logit(at_least_4[g])] for g in grades]
+        ),
+    )
+
+
+def test_a_grading_models_cut_points_get_the_thresholds_of_the_best_kappa() -> None:
+    entry = replace(
+        ENTRY,
+        modality=Modality.FUNDUS,
+        findings=("referable_dr",),
+        grading="dr_grade",
+    )
+    empty = SplitScores(rows=[], logits=np.zeros((0, 1)), labels=np.zeros((0, 1)))
+    splits = {"calibration": _graded_split("calibration"), "tune": _graded_split("tune")}
+    outcome = calibrate_model(
+        nn.Identity(),
+        entry,
+        Path("unused.csv"),
+        device=CPU,
+        progress=False,
+        splits={**splits, "test": empty},
+    )
+    grading = outcome.grading
+    assert grading is not None
+    expected = {"dr_grade_ge_1": 0.4, "dr_grade_ge_3": 0.5, "dr_grade_ge_4": 0.3}
+    assert grading.thresholds == outcome.entry.grade_thresholds == expected
+    assert grading.cases == 20 and grading.kappa == pytest.approx(1.0)
+    assert grading.kappa_at_half < 1.0  # grades 1 and 4 are missed at one half
+    assert grading.test_kappa is None
+    table = format_calibration_table(outcome, 0.9)
+    assert "dr_grade: cut-point thresholds dr_grade_ge_1 0.40, dr_grade_ge_3 0.50" in table
+    report = calibration_report(
+        outcome, manifest=Path("m.csv"), target_sensitivity=0.9, per_site=False
+    )
+    assert report["grading"]["thresholds"] == expected
