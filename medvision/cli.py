@@ -542,6 +542,13 @@ def _calibrate(args: argparse.Namespace) -> int:
     if not 0.0 < args.target_sensitivity < 1.0:
         raise UsageError(f"--target-sensitivity must be in (0, 1), got {args.target_sensitivity}")
     _check_device(args.device)
+    if args.test_time_looks is not None:
+        from medvision.models.registry import read_entry, with_test_time_looks
+
+        try:
+            with_test_time_looks(read_entry(args.model), args.test_time_looks)
+        except ValueError as error:
+            raise UsageError(f"--test-time-looks: {error}") from None
     result = recalibrate(
         args.model,
         args.manifest,
@@ -551,6 +558,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         min_site_cases=args.min_site_cases,
         device=args.device,
         progress=not args.no_progress,
+        test_time_looks=args.test_time_looks,
     )
     entry = result.outcome.entry
     print(format_calibration_table(result.outcome, args.target_sensitivity))
@@ -881,6 +889,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=50,
         help="calibration cases a site needs for its own calibrator (default: 50)",
+    )
+    calibrate.add_argument(
+        "--test-time-looks",
+        type=_positive_int,
+        metavar="N",
+        help="mammography models trained with --patch-symmetries: score each view as the "
+        "mean evidence of this many mirror images (1, 2 or 4), calibrated as such "
+        "(default: keep the model's)",
     )
     calibrate.add_argument(
         "--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: auto"

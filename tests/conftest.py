@@ -17,6 +17,7 @@ from medvision.models.networks import build_network
 from medvision.models.registry import ModelEntry, Task, save_model
 from medvision.synth.generator import SynthConfig, generate
 from medvision.transforms import default_chain
+from medvision.transforms.chain import TransformChain
 
 #: Studies per modality in the shared set: enough for every device of every modality.
 SHARED_STUDIES = 9
@@ -45,6 +46,24 @@ def tiny_densenet(out_channels: int, architecture: str = "densenet") -> dict[str
     }
 
 
+def classifier_entry(
+    name: str, modality: Modality, network: dict[str, Any], chain: TransformChain | None = None
+) -> ModelEntry:
+    """Return an uncalibrated classifier entry of ``modality`` (default: its default chain)."""
+    chain = chain if chain is not None else default_chain(modality)
+    description = chain.describe()
+    return ModelEntry(
+        name=name,
+        version="0",
+        modality=modality,
+        findings=FINDINGS[modality],
+        task=Task.CLASSIFICATION,
+        network=network,
+        transforms=description,
+        input_size=tuple(description["parameters"]["input_size"]),
+    )
+
+
 def save_untrained_cxr_model(
     directory: Path, name: str, network: dict[str, Any], seed: int
 ) -> tuple[ModelEntry, torch.nn.Module]:
@@ -54,16 +73,7 @@ def save_untrained_cxr_model(
     """
     torch.manual_seed(seed)
     module = build_network(network)
-    entry = ModelEntry(
-        name=name,
-        version="0",
-        modality=Modality.CXR,
-        findings=FINDINGS[Modality.CXR],
-        task=Task.CLASSIFICATION,
-        network=network,
-        transforms=default_chain(Modality.CXR).describe(),
-        input_size=(256, 256),
-    )
+    entry = classifier_entry(name, Modality.CXR, network)
     return save_model(module, entry, directory), module
 
 

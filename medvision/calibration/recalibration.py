@@ -27,6 +27,7 @@ from medvision.models.registry import (
     load_model,
     read_entry,
     sha256_of,
+    with_test_time_looks,
 )
 from medvision.training.loop import select_device
 
@@ -71,6 +72,7 @@ def recalibrate(
     min_site_cases: int = 50,
     device: str = "auto",
     progress: bool = True,
+    test_time_looks: int | None = None,
 ) -> Recalibration:
     """Refit a registered model's calibration and thresholds; write the entry and report.
 
@@ -92,12 +94,17 @@ def recalibrate(
         ``auto``, ``cpu`` or ``cuda``.
     progress
         Show progress bars while scoring.
+    test_time_looks
+        Make the model average this many mirror images of each input when scoring
+        (:func:`~medvision.models.registry.with_test_time_looks`), then fit the
+        calibration and thresholds to those logits; ``None`` keeps the entry's.
 
     Raises
     ------
     ValueError
-        For a target sensitivity outside (0, 1), an unknown device, or a split
-        that cannot calibrate (see :func:`~medvision.calibration.refit.calibrate_model`).
+        For a target sensitivity outside (0, 1), an unknown device, a split that
+        cannot calibrate (see :func:`~medvision.calibration.refit.calibrate_model`),
+        or test-time looks the model cannot use.
     medvision.models.registry.RegistryError
         For a malformed entry, or weights failing the SHA-256 check
         (:class:`~medvision.models.registry.WeightsIntegrityError`).
@@ -106,6 +113,8 @@ def recalibrate(
         raise ValueError(f"target sensitivity must be in (0, 1), got {target_sensitivity}")
     torch_device = select_device(device)
     entry = read_entry(entry_path)
+    if test_time_looks is not None:
+        entry = with_test_time_looks(entry, test_time_looks)
     source = entry_path.parent
     network = load_model(entry, source)
     outcome = calibrate_model(

@@ -41,7 +41,7 @@ from monai.networks.nets.densenet import DenseNet
 from monai.networks.nets.unet import UNet
 from torch import nn
 
-from medvision.models.networks import EvidenceMapDenseNet, FeatureHeadUNet
+from medvision.models.networks import EvidenceMapDenseNet, FeatureHeadUNet, unmirror_looks
 
 
 def explanation_layer(network: nn.Module) -> nn.Module:
@@ -121,11 +121,20 @@ class GradCam:
         return logits
 
     def _attribute(self, images: torch.Tensor, targets: list[int]) -> torch.Tensor:
-        """Return the ``(batch, 1, *layer grid)`` attribution, at least 0."""
+        """Return the ``(batch, 1, *layer grid)`` attribution, at least 0.
+
+        A network that averages test-time looks (``test_time_looks`` of
+        :class:`~medvision.models.networks.EvidenceMapDenseNet`) runs its layer on all
+        of them in one batch; each look's map is flipped back onto the input's grid
+        and their mean, the Grad-CAM of the averaged logit, is kept.
+        """
+        looks = int(getattr(self.network, "test_time_looks", 1))
         attribution: torch.Tensor = self._cam.attribute(
-            images, target=targets, relu_attributions=True
+            images, target=targets, relu_attributions=looks == 1
         )
-        return attribution
+        if looks == 1:
+            return attribution
+        return torch.relu(unmirror_looks(attribution, looks).mean(dim=0))
 
     def __call__(self, images: torch.Tensor, targets: Sequence[int]) -> GradCamOutput:
         """Explain output ``targets[i]`` of image ``i``; see :class:`GradCamOutput`.

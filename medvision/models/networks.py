@@ -25,6 +25,55 @@ def _densenet(spatial_dims: int, in_channels: int, out_channels: int, **options:
     return DenseNet(spatial_dims, in_channels, out_channels, **options)
 
 
+#: The numbers of test-time looks an evidence-map network can average (its
+#: ``test_time_looks``): the input, then upside down, then left-right, then both.
+TEST_TIME_LOOKS: tuple[int, ...] = (1, 2, 4)
+
+
+def check_looks(looks: int, spatial_dims: int = 2) -> None:
+    """Refuse a number of test-time looks :func:`mirror_looks` does not make.
+
+    Raises
+    ------
+    ValueError
+        For a number not in :data:`TEST_TIME_LOOKS`, or more than one look of a
+        network that is not 2-D.
+    """
+    if looks not in TEST_TIME_LOOKS:
+        known = ", ".join(str(n) for n in TEST_TIME_LOOKS)
+        raise ValueError(f"test_time_looks must be one of {known}, got {looks}")
+    if looks > 1 and spatial_dims != 2:
+        raise ValueError(f"test-time looks are for 2-D networks, not {spatial_dims}-D")
+
+
+def _look_axes(look: int) -> list[int]:
+    """Return the axes look ``look`` flips: bit 0 the rows, bit 1 the columns."""
+    return [axis for axis, bit in ((-2, 1), (-1, 2)) if look & bit]
+
+
+def mirror_looks(images: torch.Tensor, looks: int) -> torch.Tensor:
+    """Stack ``looks`` mirror images of a ``(batch, channels, rows, columns)`` batch.
+
+    Returns ``(looks * batch, channels, rows, columns)``, look by look: the images,
+    then upside down, then left-right, then both (:data:`TEST_TIME_LOOKS`).
+    """
+    check_looks(looks, images.dim() - 2)
+    return torch.cat([images.flip(_look_axes(look)) if look else images for look in range(looks)])
+
+
+def unmirror_looks(maps: torch.Tensor, looks: int) -> torch.Tensor:
+    """Flip each look's maps back onto the input's grid: ``(looks, batch, ...)``.
+
+    ``maps`` is ``(looks * batch, ...)`` in :func:`mirror_looks`'s order, on any grid
+    whose rows and columns run as the input's (an evidence map, a feature map).
+    """
+    check_looks(looks, maps.dim() - 2)
+    parts = maps.chunk(looks)
+    return torch.stack(
+        [part.flip(_look_axes(look)) if look else part for look, part in enumerate(parts)]
+    )
+
+
 class EvidenceMapDenseNet(nn.Module):
     """A DenseNet whose head maps features to one evidence map per finding, then pools.
 
@@ -48,6 +97,14 @@ class EvidenceMapDenseNet(nn.Module):
         own (``grade_evidence``): a grading scale's cut points
         (:mod:`medvision.grading`). Kept apart so that they can be trained on a
         network whose findings are frozen (:meth:`freeze_findings`).
+    test_time_looks
+        In evaluation mode, the evidence maps are the mean of the maps of this many
+        mirror images of the input (:data:`TEST_TIME_LOOKS`; :func:`mirror_looks`),
+        each flipped back onto the input's grid, before pooling: 1 (the input
+        alone), 2 (and upside down) or 4 (and left-right, and both). For networks
+        trained on mirrored patches (mammography's ``--patch-symmetries``), whose
+        evidence for a lesion does not depend on which way up it lies, while the
+        tissue noise of each look differs. Training always sees the input alone.
     **options
         MONAI DenseNet options (``init_features``, ``growth_rate``, ``block_config``, ...).
     """
@@ -59,11 +116,13 @@ class EvidenceMapDenseNet(nn.Module):
         out_channels: int,
         sharpness: float = 5.0,
         grade_outputs: int = 0,
+        test_time_looks: int = 1,
         **options: Any,
     ) -> None:
         super().__init__()
         if sharpness <= 0:
             raise ValueError(f"sharpness must be positive, got {sharpness}")
+        check_looks(test_time_looks, spatial_dims)
         if grade_outputs < 0:
             raise ValueError(f"grade_outputs must be 0 or more, got {grade_outputs}")
         backbone = DenseNet(spatial_dims, in_channels, out_channels, **options)
@@ -79,6 +138,7 @@ class EvidenceMapDenseNet(nn.Module):
             else None
         )
         self.sharpness = float(sharpness)
+        self.test_time_looks = int(test_time_looks)
         self.findings_frozen = False
 
     def evidence_maps(self, image: torch.Tensor) -> torch.Tensor:
@@ -123,9 +183,21 @@ class EvidenceMapDenseNet(nn.Module):
         pooled = torch.logsumexp(self.sharpness * flat, dim=2) - math.log(flat.shape[2])
         return pooled / self.sharpness
 
+    def served_maps(self, image: torch.Tensor) -> torch.Tensor:
+        """Return the maps the output pools: in evaluation mode, the mean over the looks.
+
+        The looks go through the features in one batch (one call of the layer
+        Grad-CAM explains, :mod:`medvision.explain.gradcam`).
+        """
+        looks = 1 if self.training else self.test_time_looks
+        if looks == 1:
+            return self.evidence_maps(image)
+        maps = self.evidence_maps(mirror_looks(image, looks))
+        return unmirror_looks(maps, looks).mean(dim=0)
+
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Return one logit per finding, ``(batch, findings)``."""
-        return self.pool(self.evidence_maps(image))
+        return self.pool(self.served_maps(image))
 
 
 def _evidence_densenet(

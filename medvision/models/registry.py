@@ -23,7 +23,7 @@ from torch import nn
 
 from medvision.grading import GradeScale, scale_named
 from medvision.modality import FINDINGS, Modality
-from medvision.models.networks import build_network
+from medvision.models.networks import build_network, check_looks
 
 #: Where the bundled weights and their registry entries live.
 BUNDLED_WEIGHTS = Path(__file__).parent / "weights"
@@ -189,6 +189,60 @@ class ModelEntry:
             if isinstance(error, RegistryError):
                 raise
             raise RegistryError(f"malformed registry entry: {error}") from None
+
+
+def check_test_time_looks(modality: Modality, patch_symmetries: bool, looks: int) -> None:
+    """Refuse test-time looks (``test_time_looks`` of the network) a model cannot use.
+
+    Averaging mirror images is sound for a network that learned its lesions whichever
+    way up they lay: a mammography model trained on mirrored patches
+    (``--patch-symmetries``). A chest X-ray upside down or mirrored is another
+    anatomy, and a network never shown mirrored lesions has no reason to score
+    them alike.
+
+    Raises
+    ------
+    ValueError
+        For a number of looks the network cannot make
+        (:func:`~medvision.models.networks.check_looks`), or more than one look for
+        another modality or a model trained without patch symmetries.
+    """
+    check_looks(looks)
+    if looks == 1:
+        return
+    if modality != Modality.MAMMO:
+        raise ValueError(
+            f"test-time looks are for mammography models, not {modality.value}: mirror "
+            "images of other images are not the same anatomy"
+        )
+    if not patch_symmetries:
+        raise ValueError(
+            "test-time looks need a model trained on mirrored patches (--patch-symmetries)"
+        )
+
+
+def with_test_time_looks(entry: ModelEntry, looks: int) -> ModelEntry:
+    """Return ``entry`` whose network averages ``looks`` mirror images when scoring.
+
+    Its calibration and thresholds belong to the old logits: refit them
+    (:func:`medvision.calibration.recalibration.recalibrate` does).
+
+    Raises
+    ------
+    ValueError
+        See :func:`check_test_time_looks`; also for a network without evidence maps.
+    """
+    if entry.network.get("architecture") != "evidence_densenet":
+        raise ValueError(
+            f"model {entry.name}: test-time looks need an evidence-map network "
+            f"(evidence_densenet), not {entry.network.get('architecture')}"
+        )
+    parameters = entry.transforms.get("parameters", {})
+    check_test_time_looks(entry.modality, bool(parameters.get("patch_symmetries")), looks)
+    network = {key: value for key, value in entry.network.items() if key != "test_time_looks"}
+    if looks > 1:
+        network["test_time_looks"] = looks
+    return replace(entry, network=network)
 
 
 def sha256_of(path: Path) -> str:

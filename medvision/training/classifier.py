@@ -47,6 +47,7 @@ from medvision.models.registry import (
     RegistryError,
     Task,
     WeightsIntegrityError,
+    check_test_time_looks,
     load_state_dict,
     read_entry,
 )
@@ -370,6 +371,11 @@ class TrainOptions:
                 f"--network: {self.modality.value} needs in_channels {channels} and "
                 f"out_channels {outputs}, got {given[0]} and {given[1]}"
             )
+        looks = int(self.network.get("test_time_looks", 1))
+        try:
+            check_test_time_looks(self.modality, self.patch_symmetries, looks)
+        except ValueError as error:
+            raise ValueError(f"--network: {error}") from None
         cuts = len(GRADE_SCALES[self.modality].cut_points) if self.grade else 0
         if self.network.get("grade_outputs", 0) != cuts:
             raise ValueError(

@@ -3,11 +3,14 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from medvision.cli import main
 from medvision.modality import Modality
-from medvision.models.registry import ModelEntry, load_model, load_registry
-from tests.conftest import save_untrained_cxr_model
+from medvision.models.networks import build_network
+from medvision.models.registry import ModelEntry, load_model, load_registry, save_model
+from medvision.transforms.mammo import MammoTransforms
+from tests.conftest import classifier_entry, save_untrained_cxr_model, tiny_densenet
 from tests.pipeline.conftest import TINY_NETWORK, labelled_set
 
 
@@ -106,6 +109,11 @@ def test_calibrate_to_another_folder_copies_the_weights_unchanged(
     [
         (["--model", "nowhere.json"], "--model: nowhere.json does not exist"),
         (["--target-sensitivity", "1.5"], "--target-sensitivity must be in (0, 1), got 1.5"),
+        (
+            ["--test-time-looks", "2"],
+            "--test-time-looks: model cxr-tiny: test-time looks need an evidence-map network "
+            "(evidence_densenet), not densenet",
+        ),
     ],
 )
 def test_bad_calibrate_arguments_exit_2_with_one_line(
@@ -121,3 +129,58 @@ def test_bad_calibrate_arguments_exit_2_with_one_line(
     status = main(["calibrate", *[part for pair in defaults.items() for part in pair]])
     assert status == 2
     assert capsys.readouterr().err == f"medvision calibrate: error: {message}\n"
+
+
+@pytest.fixture(scope="module")
+def mammo_model_and_manifest(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """An untrained tiny evidence-map mammography model "trained" on mirrored patches."""
+    root = tmp_path_factory.mktemp("mammo-looks")
+    # (seed 72: both breasts have a cancer in some tune and some calibration study)
+    manifest = labelled_set(root / "data", Modality.MAMMO, per_class=2, seed=72)
+    chain = MammoTransforms(input_size=(64, 48), patch_size=(32, 32), patch_symmetries=True)
+    network = {**tiny_densenet(1, "evidence_densenet"), "sharpness": 1.0}
+    torch.manual_seed(0)
+    save_model(
+        build_network(network),
+        classifier_entry("mammo-tiny", Modality.MAMMO, network, chain),
+        root / "model",
+    )
+    return root / "model", manifest
+
+
+def _calibrate(model: Path, manifest: Path, out: Path, *extra: str) -> ModelEntry:
+    arguments = ["--model", str(model), "--manifest", str(manifest), "--out", str(out)]
+    assert main(["calibrate", *arguments, "--device", "cpu", "--no-progress", *extra]) == 0
+    return load_registry(out)["mammo-tiny"]
+
+
+def test_calibrate_with_test_time_looks_fits_the_averaged_logits(
+    mammo_model_and_manifest: tuple[Path, Path], tmp_path: Path
+) -> None:
+    source, manifest = mammo_model_and_manifest
+    entry_file = source / "mammo-tiny.json"
+    looking = _calibrate(entry_file, manifest, tmp_path / "looks", "--test-time-looks", "4")
+    assert looking.network["test_time_looks"] == 4
+    assert getattr(load_model(looking, tmp_path / "looks"), "test_time_looks", None) == 4
+    # The same as calibrating an entry that already averages four looks ...
+    edited = tmp_path / "edited"
+    shutil.copytree(source, edited)
+    document = json.loads(entry_file.read_text())
+    document["network"]["test_time_looks"] = 4
+    (edited / "mammo-tiny.json").write_text(json.dumps(document))
+    same = _calibrate(edited / "mammo-tiny.json", manifest, tmp_path / "same")
+    assert (same.calibration, same.thresholds) == (looking.calibration, looking.thresholds)
+    # ... and not the same as calibrating the one look.
+    plain = _calibrate(entry_file, manifest, tmp_path / "plain")
+    assert "test_time_looks" not in plain.network
+    assert plain.calibration != looking.calibration
+    # Back to one look: the key is removed and the one-look calibration comes back.
+    back = _calibrate(
+        tmp_path / "looks" / "mammo-tiny.json",
+        manifest,
+        tmp_path / "back",
+        "--test-time-looks",
+        "1",
+    )
+    assert back.network == plain.network
+    assert (back.calibration, back.thresholds) == (plain.calibration, plain.thresholds)

@@ -8,7 +8,13 @@ from monai.networks.nets.unet import UNet
 from torch import nn
 
 from medvision.explain.gradcam import GradCam, HiResCam, explanation_layer
-from medvision.models.networks import EvidenceMapDenseNet, FeatureHeadUNet, build_network
+from medvision.models.networks import (
+    EvidenceMapDenseNet,
+    FeatureHeadUNet,
+    build_network,
+    mirror_looks,
+    unmirror_looks,
+)
 from tests.conftest import tiny_densenet
 
 
@@ -124,3 +130,32 @@ def test_one_target_per_image_is_required() -> None:
     network = MaxOfIdentity()
     with pytest.raises(ValueError, match="one target per image: 2 images, 1 targets"):
         GradCam(network, layer=network.copy)(torch.zeros(2, 1, 4, 4), [0])
+
+
+def test_grad_cam_of_a_network_averaging_looks_explains_the_averaged_logit() -> None:
+    """By hand with autograd: the looks' Grad-CAM maps flipped back, averaged, positive part."""
+    torch.manual_seed(0)
+    network = build_network({**tiny_densenet(1, "evidence_densenet"), "test_time_looks": 4})
+    assert isinstance(network, EvidenceMapDenseNet)
+    network.eval()
+    with torch.no_grad():  # evidence rising with every feature: a map that is not all zero
+        network.evidence.weight.abs_()
+    images = torch.rand(2, 1, 64, 48)
+    output = GradCam(network)(images, [0, 0])
+    activations = network.features(mirror_looks(images, 4))
+    activations.retain_grad()
+    maps = network.evidence(torch.relu(activations))
+    logits = network.pool(unmirror_looks(maps, 4).mean(dim=0))
+    logits[:, 0].sum().backward()
+    assert activations.grad is not None
+    weights = activations.grad.mean(dim=(2, 3), keepdim=True)
+    looks = (weights * activations).sum(dim=1, keepdim=True).detach()
+    cam = torch.relu(unmirror_looks(looks, 4).mean(dim=0))
+    upsampled = nn.functional.interpolate(cam, size=(64, 48), mode="bilinear")[:, 0]
+    expected = upsampled / upsampled.flatten(1).amax(dim=1).view(-1, 1, 1)
+    assert output.heatmaps.shape == (2, 64, 48)
+    assert bool((expected.flatten(1).amax(dim=1) == 1.0).all())
+    assert torch.allclose(output.heatmaps, expected, atol=1e-5)
+    assert torch.allclose(output.logits, logits.detach(), atol=1e-6)
+    with torch.no_grad():
+        assert torch.allclose(output.logits, network(images), atol=1e-6)

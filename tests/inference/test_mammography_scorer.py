@@ -9,11 +9,10 @@ from torch import nn
 from medvision.data.manifest import ManifestRow
 from medvision.inference.mammography import MammographyScorer, view_name
 from medvision.inference.scoring import PreparedStudy, scorer_for
-from medvision.modality import FINDINGS, Modality
-from medvision.models.registry import ModelEntry, Task
+from medvision.modality import Modality
 from medvision.synth.generator import SynthConfig, generate
 from medvision.transforms.loading import StudyLoadError, study_item
-from medvision.transforms.mammo import MammoTransforms
+from tests.conftest import classifier_entry
 
 #: Per view, the constant its image is set to (dyadic, so every mean is exact in float32).
 VIEW_VALUES = {"R-CC": 0.25, "R-MLO": 0.5, "L-CC": 0.625, "L-MLO": 0.875}
@@ -31,16 +30,7 @@ class TwoOutputs(nn.Module):
         return torch.zeros(len(image), 2)
 
 
-ENTRY = ModelEntry(
-    name="stub-mammo",
-    version="0",
-    modality=Modality.MAMMO,
-    findings=FINDINGS[Modality.MAMMO],
-    task=Task.CLASSIFICATION,
-    network={},
-    transforms=MammoTransforms().describe(),
-    input_size=(256, 192),
-)
+ENTRY = classifier_entry("stub-mammo", Modality.MAMMO, {})
 CPU = torch.device("cpu")
 
 

@@ -13,7 +13,13 @@ from monai.networks.nets.unet import UNet
 from torch import nn
 
 from medvision.modality import Modality
-from medvision.models.networks import EvidenceMapDenseNet, FeatureHeadUNet, build_network
+from medvision.models.networks import (
+    EvidenceMapDenseNet,
+    FeatureHeadUNet,
+    build_network,
+    mirror_looks,
+    unmirror_looks,
+)
 from medvision.training import TrainOptions
 
 DESCRIPTION = {
@@ -159,3 +165,74 @@ def test_the_benchmark_network_files_are_valid_ct_networks(tmp_path: Path) -> No
             dot_enhancement=description["in_channels"] == 2,
         )
         assert options.network == description
+
+
+def test_mirror_looks_stack_the_flips_look_by_look_and_unmirror_undoes_them() -> None:
+    images = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(2, 1, 3, 4)
+    looks = mirror_looks(images, 4)
+    assert looks.shape == (8, 1, 3, 4)
+    assert torch.equal(looks[:2], images)
+    assert torch.equal(looks[2:4], images.flip(-2))
+    assert torch.equal(looks[4:6], images.flip(-1))
+    assert torch.equal(looks[6:], images.flip(-2).flip(-1))
+    back = unmirror_looks(looks, 4)
+    assert back.shape == (4, 2, 1, 3, 4)
+    for look in back:
+        assert torch.equal(look, images)
+    assert torch.equal(mirror_looks(images, 1), images)
+    assert torch.equal(mirror_looks(images, 2), torch.cat([images, images.flip(-2)]))
+
+
+def test_test_time_looks_average_the_flipped_back_maps_in_evaluation_only() -> None:
+    torch.manual_seed(0)
+    network = build_network({**DESCRIPTION, "out_channels": 1, "test_time_looks": 4})
+    assert isinstance(network, EvidenceMapDenseNet)
+    image = torch.randn(2, 1, 64, 48)
+    network.eval()
+    with torch.no_grad():
+        flips: list[list[int]] = [[], [-2], [-1], [-2, -1]]
+        maps = [network.evidence_maps(image.flip(axes)).flip(axes) for axes in flips]
+        expected = network.pool(torch.stack(maps).mean(dim=0))
+        served = network(image)
+        single = network.pool(network.evidence_maps(image))
+    assert torch.allclose(served, expected, atol=1e-5)
+    assert (served - single).abs().min() > 1e-3  # the looks do change the logit
+    network.train()
+    assert torch.equal(network(image), network.pool(network.evidence_maps(image)))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"test_time_looks": 3}, "test_time_looks must be one of 1, 2, 4, got 3"),
+        ({"test_time_looks": 2, "spatial_dims": 3}, "test-time looks are for 2-D networks"),
+    ],
+)
+def test_test_time_looks_the_network_cannot_make_are_refused(
+    changes: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        build_network({**DESCRIPTION, **changes})
+
+
+def test_training_refuses_test_time_looks_without_mirrored_patches(tmp_path: Path) -> None:
+    network = {**DESCRIPTION, "out_channels": 1, "test_time_looks": 4}
+    common: dict[str, Any] = {
+        "manifest": tmp_path / "m.csv",
+        "out": tmp_path,
+        "network": network,
+        "input_size": (512, 384),
+        "patch_size": (128, 128),
+        "loss": "bce",
+        "lesion_masks": True,
+    }
+    TrainOptions(modality=Modality.MAMMO, patch_symmetries=True, **common)
+    with pytest.raises(ValueError, match=r"--network: test-time looks need a model trained on"):
+        TrainOptions(modality=Modality.MAMMO, **common)
+    with pytest.raises(ValueError, match="test-time looks are for mammography models, not cxr"):
+        TrainOptions(
+            modality=Modality.CXR,
+            manifest=tmp_path / "m.csv",
+            out=tmp_path,
+            network={**DESCRIPTION, "out_channels": 4, "test_time_looks": 2},
+        )

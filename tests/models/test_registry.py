@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from medvision.modality import Modality
+from medvision.modality import FINDINGS, Modality
 from medvision.models.networks import build_network
 from medvision.models.registry import (
     ModelEntry,
@@ -14,7 +14,9 @@ from medvision.models.registry import (
     load_registry,
     read_entry,
     save_model,
+    with_test_time_looks,
 )
+from medvision.transforms.mammo import MammoTransforms
 
 NETWORK = {
     "architecture": "densenet",
@@ -148,3 +150,44 @@ def test_a_json_file_that_is_not_an_entry_is_named_not_a_crash(tmp_path: Path) -
 def test_unknown_architecture_suggests_the_closest() -> None:
     with pytest.raises(ValueError, match="Did you mean 'densenet'\\?"):
         build_network({**NETWORK, "architecture": "densnet"})
+
+
+def _mammo_entry(patch_symmetries: bool, architecture: str = "evidence_densenet") -> ModelEntry:
+    chain = MammoTransforms(
+        input_size=(512, 384), patch_size=(128, 128), patch_symmetries=patch_symmetries
+    )
+    return _entry(
+        name="tiny-mammo",
+        modality=Modality.MAMMO,
+        findings=FINDINGS[Modality.MAMMO],
+        network={**NETWORK, "architecture": architecture, "out_channels": 1},
+        transforms=chain.describe(),
+        input_size=(512, 384),
+        thresholds={},
+    )
+
+
+def test_test_time_looks_are_set_in_the_network_description_and_removed_at_one() -> None:
+    entry = _mammo_entry(patch_symmetries=True)
+    looking = with_test_time_looks(entry, 4)
+    assert looking.network == {**entry.network, "test_time_looks": 4}
+    assert with_test_time_looks(looking, 1).network == entry.network
+    network = build_network(looking.network)
+    assert getattr(network, "test_time_looks", None) == 4
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (_entry(network={**NETWORK, "architecture": "evidence_densenet"}), "not cxr"),
+        (_mammo_entry(patch_symmetries=False), "trained on mirrored patches"),
+        (_mammo_entry(patch_symmetries=True, architecture="densenet"), "evidence-map network"),
+    ],
+)
+def test_test_time_looks_are_refused_where_mirror_images_are_not_the_same_case(
+    entry: ModelEntry, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        with_test_time_looks(entry, 2)
+    with pytest.raises(ValueError, match="must be one of 1, 2, 4, got 8"):
+        with_test_time_looks(_mammo_entry(patch_symmetries=True), 8)
