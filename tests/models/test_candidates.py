@@ -31,3 +31,6 @@ def test_each_candidate_verifies_its_weights_and_fits_its_chain(folder: Path) ->
     assert not network.training
     if entry.modality == Modality.CT:
         assert ct_chain(entry).channels == entry.network["in_channels"]
+    if entry.modality == Modality.MAMMO:  # the looks it was calibrated with are served
+        looks = entry.network.get("test_time_looks", 1)
+        assert getattr(network, "test_time_looks", None) == looks
