@@ -131,6 +131,13 @@ class ModelEntry:
                     f"model {self.name}: grade threshold of {name} must be in [0, 1], "
                     f"got {threshold}"
                 )
+        looks = self.network.get("test_time_looks", 1)
+        if looks != 1:
+            symmetries = bool(self.transforms.get("parameters", {}).get("patch_symmetries"))
+            try:
+                check_test_time_looks(self.modality, symmetries, int(looks))
+            except (TypeError, ValueError) as error:
+                raise RegistryError(f"model {self.name}: {error}") from None
 
     @property
     def grade_scale(self) -> GradeScale | None:
@@ -230,15 +237,15 @@ def with_test_time_looks(entry: ModelEntry, looks: int) -> ModelEntry:
     Raises
     ------
     ValueError
-        See :func:`check_test_time_looks`; also for a network without evidence maps.
+        See :func:`check_test_time_looks` (the entry checks it, as every entry
+        does); also for a network without evidence maps.
     """
     if entry.network.get("architecture") != "evidence_densenet":
         raise ValueError(
             f"model {entry.name}: test-time looks need an evidence-map network "
             f"(evidence_densenet), not {entry.network.get('architecture')}"
         )
-    parameters = entry.transforms.get("parameters", {})
-    check_test_time_looks(entry.modality, bool(parameters.get("patch_symmetries")), looks)
+    check_looks(looks)
     network = {key: value for key, value in entry.network.items() if key != "test_time_looks"}
     if looks > 1:
         network["test_time_looks"] = looks

@@ -191,3 +191,12 @@ def test_test_time_looks_are_refused_where_mirror_images_are_not_the_same_case(
         with_test_time_looks(entry, 2)
     with pytest.raises(ValueError, match="must be one of 1, 2, 4, got 8"):
         with_test_time_looks(_mammo_entry(patch_symmetries=True), 8)
+
+
+def test_an_entry_edited_to_test_time_looks_it_cannot_use_is_refused() -> None:
+    network = {**NETWORK, "architecture": "evidence_densenet", "test_time_looks": 4}
+    with pytest.raises(RegistryError, match="model tiny-cxr: test-time looks are for mammography"):
+        _entry(network=network)
+    entry = _mammo_entry(patch_symmetries=False)
+    with pytest.raises(RegistryError, match="trained on mirrored patches"):
+        ModelEntry(**{**entry.__dict__, "network": {**entry.network, "test_time_looks": 2}})
