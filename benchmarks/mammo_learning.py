@@ -53,7 +53,7 @@ BATCH = 16
 def _maps(network: EvidenceMapDenseNet, images: list[torch.Tensor]) -> torch.Tensor:
     with torch.no_grad():
         parts = [
-            network.evidence_maps(torch.stack(images[i : i + BATCH]))[:, 0]
+            network.served_maps(torch.stack(images[i : i + BATCH]))[:, 0]
             for i in range(0, len(images), BATCH)
         ]
     return torch.cat(parts)

@@ -100,9 +100,13 @@ for modality in "${modalities[@]}"; do
             operating_points fundus fundus-densenet 1000 202 212
             ;;
         mammo)
-            bundle mammo 1000 103 --epochs 30 --learning-rate 2e-3 --loss bce --lesion-masks \
-                --input-size 512 384 --patch-size 128 128 --patches-per-view 4 --batch-size 8 \
-                --balanced-sampler
+            # mirrored patches, then each view scored as the mean of four mirror images
+            # of it (--test-time-looks; docs/training.md). Not good enough to bundle yet.
+            bundle mammo 1000 103 --epochs 15 --learning-rate 2e-3 --loss bce --lesion-masks \
+                --input-size 512 384 --patch-size 128 128 --patches-per-view 4 --batch-size 32 \
+                --balanced-sampler --patch-symmetries --workers 1
+            medvision calibrate --model "$weights/mammo-densenet.json" \
+                --manifest "$work/mammo/manifest.csv" --test-time-looks 4
             ;;
         ct) bundle_ct 300 104 300 1104 --epochs 62 --learning-rate 1e-2 --batch-size 4 --workers 1 --dot-enhancement ;;
         *)
