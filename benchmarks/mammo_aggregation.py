@@ -46,6 +46,7 @@ from medvision.data.manifest import read_manifest, resolve
 from medvision.inference.mammography import (
     BREAST_FINDINGS,
     MammographyScorer,
+    breast_logit,
     evaluation_transforms,
     views_by_breast,
 )
@@ -149,7 +150,7 @@ def main() -> None:
         depth_gaps += [abs(d[0] - d[1]) for d in lesion_depths.values() if len(d) == 2]
         for laterality, indices in views_by_breast(study).items():
             labels.append(int(row.labels[BREAST_FINDINGS[laterality]]))
-            scores["served"].append(float(np.mean(pooled[indices])))
+            scores["served"].append(breast_logit([float(pooled[i]) for i in indices]))
             scores["view maximum"].append(float(np.mean([maxima[i] for i in indices])))
             for tolerance in TOLERANCES_MM:
                 scores[f"two-view, tolerance {tolerance:g} mm"].append(
